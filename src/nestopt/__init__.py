@@ -1,0 +1,31 @@
+"""nestopt: nested optimization in PyTorch.
+
+Hypergradients (implicit differentiation, unrolling, forward mode), bilevel training loops, hypernetworks,
+and optimization in differentiable games, on one functional core: parameters and hyperparameters are
+``dict[str, Tensor]`` trees and every loss is ``loss(params, hparams, batch) -> scalar``.
+
+Example:
+    >>> import torch, nestopt
+    >>> from nestopt import hypergrad, linalg
+    >>> x, y = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, dtype=torch.float64)
+    >>> inner = lambda p, h, b: ((b[0] @ p["w"] - b[1]) ** 2).mean() + (h["l2"].exp() * p["w"] ** 2).sum()
+    >>> outer = lambda p, h, b: ((b[0] @ p["w"] - b[1]) ** 2).mean()
+    >>> w = {"w": torch.zeros(3, dtype=torch.float64)}
+    >>> res = hypergrad.implicit(inner, outer, w, {"l2": torch.zeros(3, dtype=torch.float64)},
+    ...                          (x, y), (x, y), solver=linalg.CG(steps=10))
+    >>> sorted(res.grads)
+    ['l2']
+"""
+
+from nestopt import autodiff, data, errors, experiments, tree
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "autodiff",
+    "data",
+    "errors",
+    "experiments",
+    "tree",
+]

@@ -1,0 +1,338 @@
+"""Derivatives of losses ``loss(params, hparams, batch) -> scalar`` with respect to trees.
+
+For an inner loss :math:`L(w, \\lambda)` this module computes
+
+* the gradient :math:`\\nabla_w L`,
+* Hessian-vector products :math:`H v = \\nabla^2_{ww} L \\, v`,
+* the mixed second-derivative VJP :math:`(\\partial^2 L / \\partial \\lambda \\partial w)\\, v`, a tree over
+  ``hparams``: the term the implicit function theorem multiplies the inverse-Hessian-vector product with,
+* the mixed JVP :math:`(\\partial^2 L / \\partial w \\partial \\lambda)\\, u`, a tree over ``params``.
+
+Two ways of forming :math:`Hv` are offered (``mode``):
+
+``"rev-rev"``
+    reverse over reverse. :func:`linearize` builds the gradient's graph once and every product is one
+    backward pass through it (``retain_graph``), so K products cost one forward/backward plus K double
+    backward passes. The mixed VJP reuses the same graph. Measured fastest for MLPs on CPU
+    (``benchmarks/hvp_modes.py``), hence the default.
+``"fwd-rev"``
+    forward over reverse (``torch.func.jvp`` of ``torch.func.grad``): no retained graph, but every product
+    recomputes the forward and backward pass in forward mode.
+
+Every call is counted in a :class:`Counter` that estimators return in their diagnostics.
+
+Example:
+    >>> import torch
+    >>> from nestopt import autodiff
+    >>> loss = lambda p, h, batch: 0.5 * (h["scale"] * p["w"] ** 2).sum()
+    >>> params, hparams = {"w": torch.ones(3)}, {"scale": torch.tensor(2.0)}
+    >>> lin = autodiff.linearize(loss, params, hparams, None)
+    >>> lin.hvp({"w": torch.ones(3)})["w"]
+    tensor([2., 2., 2.])
+    >>> lin.mixed_vjp({"w": torch.ones(3)})["scale"]
+    tensor(3.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from nestopt import tree
+from nestopt.errors import InvalidArgumentError, NonFiniteError
+from nestopt.tree import Tree
+
+__all__ = [
+    "Counter",
+    "HVPMode",
+    "Linearization",
+    "LossFn",
+    "check_loss_value",
+    "check_tree",
+    "functional_loss",
+    "grad",
+    "hvp",
+    "linearize",
+    "mixed_jvp",
+    "mixed_vjp",
+]
+
+LossFn = Callable[[Tree, Tree, Any], Tensor]
+"""``loss(params, hparams, batch) -> scalar Tensor``: the one loss signature of nestopt."""
+
+HVPMode = Literal["rev-rev", "fwd-rev"]
+_MODES = ("rev-rev", "fwd-rev")
+DEFAULT_HVP_MODE: HVPMode = "rev-rev"
+
+
+@dataclass
+class Counter:
+    """How many derivative evaluations a computation spent.
+
+    ``grads`` counts first-order gradients (each about one forward and one backward pass), ``hvps``
+    Hessian-vector products (about two gradients each), ``mixed`` mixed second-derivative products,
+    ``jvps`` forward-mode products.
+    """
+
+    grads: int = 0
+    hvps: int = 0
+    mixed: int = 0
+    jvps: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def check_tree(t: Any, name: str, *, floating: bool = True) -> Tree:
+    """Validate that ``t`` is a non-empty ``dict[str, Tensor]`` (of floating dtype) and return it."""
+    if not isinstance(t, Mapping):
+        raise InvalidArgumentError(f"{name} must be a dict mapping names to tensors, got {type(t).__name__}")
+    if len(t) == 0:
+        raise InvalidArgumentError(f"{name} is empty: it needs at least one tensor")
+    for k, v in t.items():
+        if not isinstance(k, str):
+            raise InvalidArgumentError(f"{name} keys must be strings, got {k!r}")
+        if not isinstance(v, Tensor):
+            raise InvalidArgumentError(f"{name}[{k!r}] must be a torch.Tensor, got {type(v).__name__}")
+        if floating and not (v.is_floating_point() or v.is_complex()):
+            raise InvalidArgumentError(f"{name}[{k!r}] must have a floating dtype to be differentiated, got {v.dtype}")
+    return dict(t)
+
+
+def check_loss_value(value: Any, name: str) -> Tensor:
+    """Validate that a loss returned a finite scalar tensor; ``name`` appears in the error."""
+    if not isinstance(value, Tensor):
+        raise InvalidArgumentError(f"{name} must return a scalar torch.Tensor, got {type(value).__name__}")
+    if value.numel() != 1 or value.dim() > 1:
+        raise InvalidArgumentError(
+            f"{name} must return a scalar (0-d tensor), got shape {tuple(value.shape)}; reduce it, e.g. with .mean()"
+        )
+    value = value.reshape(())
+    if not bool(torch.isfinite(value.detach())):
+        raise NonFiniteError(f"{name} returned a non-finite value ({float(value.detach())})")
+    return value
+
+
+def functional_loss(
+    module: torch.nn.Module,
+    criterion: Callable[[Tensor, Tensor], Tensor],
+    regularizer: Callable[[Tree, Tree], Tensor] | None = None,
+) -> LossFn:
+    """Build ``loss(params, hparams, batch)`` from a module, a criterion and an optional regularizer.
+
+    ``batch`` is ``(inputs, targets)``; the module runs with ``params`` through ``functional_call``.
+
+    .. math::  L(w, \\lambda) = \\mathrm{criterion}(f_w(x), y) + \\mathrm{regularizer}(w, \\lambda)
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 1)
+        >>> loss = functional_loss(net, torch.nn.functional.mse_loss,
+        ...                        lambda p, h: (h["wd"] * p["weight"] ** 2).sum())
+        >>> params = dict(net.named_parameters())
+        >>> batch = (torch.randn(8, 3), torch.randn(8, 1))
+        >>> loss(params, {"wd": torch.tensor(0.1)}, batch).shape
+        torch.Size([])
+    """
+
+    def loss(params: Tree, hparams: Tree, batch: Any) -> Tensor:
+        inputs, targets = batch
+        value = criterion(functional_call(module, params, (inputs,)), targets)
+        if regularizer is not None:
+            value = value + regularizer(params, hparams)
+        return value
+
+    return loss
+
+
+def _leaves_requiring_grad(t: Mapping[str, Tensor]) -> Tree:
+    return {k: v.detach().requires_grad_(True) for k, v in t.items()}
+
+
+def _grads_or_zeros(outputs: list[Tensor], inputs: Tree, cotangents: list[Tensor] | None, **kw: Any) -> Tree:
+    """``torch.autograd.grad`` of ``outputs`` w.r.t. the tree ``inputs``; unused inputs get zeros."""
+    keys = list(inputs)
+    live = [i for i, o in enumerate(outputs) if o.requires_grad]
+    if not live:
+        return tree.zeros_like(inputs)
+    outs = [outputs[i] for i in live]
+    cots = None if cotangents is None else [cotangents[i] for i in live]
+    got = torch.autograd.grad(outs, [inputs[k] for k in keys], cots, allow_unused=True, **kw)
+    return {k: torch.zeros_like(inputs[k]) if g is None else g for k, g in zip(keys, got)}
+
+
+def grad(
+    loss: LossFn, params: Tree, hparams: Tree, batch: Any, *, counter: Counter | None = None, name: str = "loss"
+) -> tuple[Tensor, Tree]:
+    """The loss value and its gradient with respect to ``params`` (both detached)."""
+    w = _leaves_requiring_grad(params)
+    with torch.enable_grad():
+        value = check_loss_value(loss(w, tree.detach(hparams), batch), name)
+        g = _grads_or_zeros([value], w, None)
+    if counter is not None:
+        counter.grads += 1
+    return value.detach(), tree.detach(g)
+
+
+class Linearization:
+    """The gradient of ``loss`` at ``(params, hparams)``, ready for repeated second-order products.
+
+    Build it with :func:`linearize`. With ``mode="rev-rev"`` the gradient's autograd graph is built once and
+    kept until the object is garbage collected; every :meth:`hvp`, :meth:`hvp_batched` and :meth:`mixed_vjp`
+    is then a single backward pass through it.
+    """
+
+    def __init__(
+        self,
+        loss: LossFn,
+        params: Tree,
+        hparams: Tree,
+        batch: Any,
+        *,
+        mode: HVPMode = DEFAULT_HVP_MODE,
+        counter: Counter | None = None,
+        name: str = "inner_loss",
+    ) -> None:
+        if mode not in _MODES:
+            raise InvalidArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
+        self.mode: HVPMode = mode
+        self.counter = counter if counter is not None else Counter()
+        self._loss, self._batch, self._name = loss, batch, name
+        self._w = _leaves_requiring_grad(params)
+        self._h = _leaves_requiring_grad(hparams)
+        with torch.enable_grad():
+            value = check_loss_value(loss(self._w, self._h, batch), name)
+            keys = list(self._w)
+            got = torch.autograd.grad(
+                value, [self._w[k] for k in keys], create_graph=(mode == "rev-rev"), allow_unused=True
+            )
+        self._g = [torch.zeros_like(self._w[k]) if g is None else g for k, g in zip(keys, got)]
+        self.counter.grads += 1
+        self.last_unused: tuple[str, ...] = ()
+        self.value: Tensor = value.detach()
+        self.grad: Tree = {k: g.detach() for k, g in zip(keys, self._g)}
+        if not tree.all_finite(self.grad):
+            raise NonFiniteError(f"the gradient of {name} with respect to params contains NaN or inf")
+
+    # -- products ---------------------------------------------------------------------------------
+    def _pure(self) -> Callable[[Tree, Tree], Tensor]:
+        loss, batch = self._loss, self._batch
+        return lambda w, h: loss(w, h, batch)
+
+    def hvp(self, v: Tree) -> Tree:
+        """:math:`\\nabla^2_{ww} L \\; v` for a tree ``v`` shaped like ``params``."""
+        self.counter.hvps += 1
+        if self.mode == "rev-rev":
+            with torch.enable_grad():
+                return tree.detach(_grads_or_zeros(self._g, self._w, [v[k] for k in self._w], retain_graph=True))
+        f = self._pure()
+        h = tree.detach(self._h)
+
+        def grad_fn(w: Tree) -> Tree:
+            return torch.func.grad(f)(w, h)
+
+        out = torch.func.jvp(grad_fn, (tree.detach(self._w),), (v,))[1]
+        return tree.detach(out)
+
+    def hvp_batched(self, vs: Tree) -> Tree:
+        """Hessian products with a batch of vectors: every leaf of ``vs`` has a leading batch dimension."""
+        n = next(iter(vs.values())).shape[0]
+        self.counter.hvps += n
+        if self.mode == "rev-rev":
+            keys = list(self._w)
+            live = [(g, vs[k]) for g, k in zip(self._g, keys) if g.requires_grad]
+            if not live:
+                return {k: vs[k].new_zeros(vs[k].shape) for k in keys}
+            with torch.enable_grad():
+                got = torch.autograd.grad(
+                    [g for g, _ in live],
+                    [self._w[k] for k in keys],
+                    [c for _, c in live],
+                    retain_graph=True,
+                    allow_unused=True,
+                    is_grads_batched=True,
+                )
+            return {k: (vs[k].new_zeros(vs[k].shape) if g is None else g.detach()) for k, g in zip(keys, got)}
+        f = self._pure()
+        h = tree.detach(self._h)
+        w = tree.detach(self._w)
+        grad_fn = torch.func.grad(lambda w_: f(w_, h))
+        out = torch.func.vmap(lambda v: torch.func.jvp(grad_fn, (w,), (v,))[1])(vs)
+        return tree.detach(out)
+
+    def mixed_vjp(self, v: Tree) -> Tree:
+        """:math:`(\\partial^2 L / \\partial \\lambda \\partial w)\\, v`, a tree shaped like ``hparams``.
+
+        Hyperparameters on which the gradient does not depend at all (no autograd path) get zeros, and their
+        names are left in :attr:`last_unused`.
+        """
+        self.counter.mixed += 1
+        keys = list(self._h)
+        if self.mode == "rev-rev":
+            outs = [(g, v[k]) for g, k in zip(self._g, self._w) if g.requires_grad]
+            got: tuple[Tensor | None, ...] = tuple(None for _ in keys)
+            if outs:
+                with torch.enable_grad():
+                    got = torch.autograd.grad(
+                        [g for g, _ in outs], [self._h[k] for k in keys], [c for _, c in outs],
+                        retain_graph=True, allow_unused=True,
+                    )  # fmt: skip
+        else:
+            f = self._pure()
+            with torch.enable_grad():
+                directional = torch.func.jvp(lambda w_: f(w_, self._h), (tree.detach(self._w),), (v,))[1]
+                got = tuple(None for _ in keys)
+                if directional.requires_grad:
+                    got = torch.autograd.grad(directional, [self._h[k] for k in keys], allow_unused=True)
+        self.last_unused = tuple(k for k, g in zip(keys, got) if g is None)
+        return {k: torch.zeros_like(self._h[k]) if g is None else g.detach() for k, g in zip(keys, got)}
+
+
+def linearize(
+    loss: LossFn,
+    params: Tree,
+    hparams: Tree,
+    batch: Any,
+    *,
+    mode: HVPMode = DEFAULT_HVP_MODE,
+    counter: Counter | None = None,
+    name: str = "inner_loss",
+) -> Linearization:
+    """Linearize :math:`\\nabla_w L` at ``(params, hparams)`` for repeated Hessian and mixed products."""
+    return Linearization(loss, params, hparams, batch, mode=mode, counter=counter, name=name)
+
+
+def hvp(loss: LossFn, params: Tree, hparams: Tree, batch: Any, v: Tree, *, mode: HVPMode = DEFAULT_HVP_MODE) -> Tree:
+    """One Hessian-vector product :math:`\\nabla^2_{ww} L(w, \\lambda)\\, v`.
+
+    Example:
+        >>> import torch
+        >>> loss = lambda p, h, b: (p["w"] ** 3).sum()
+        >>> hvp(loss, {"w": torch.tensor([1.0, 2.0])}, {}, None, {"w": torch.ones(2)}, mode="fwd-rev")["w"]
+        tensor([ 6., 12.])
+    """
+    tree.check_like(params, v, "params", "v")
+    return linearize(loss, params, hparams, batch, mode=mode).hvp(v)
+
+
+def mixed_vjp(loss: LossFn, params: Tree, hparams: Tree, batch: Any, v: Tree) -> Tree:
+    """:math:`(\\partial^2 L / \\partial \\lambda \\partial w)\\, v` for ``v`` shaped like ``params``."""
+    tree.check_like(params, v, "params", "v")
+    return linearize(loss, params, hparams, batch).mixed_vjp(v)
+
+
+def mixed_jvp(loss: LossFn, params: Tree, hparams: Tree, batch: Any, u: Tree) -> Tree:
+    """:math:`(\\partial^2 L / \\partial w \\partial \\lambda)\\, u` for ``u`` shaped like ``hparams``.
+
+    The change of the gradient :math:`\\nabla_w L` along the hyperparameter direction ``u`` (forward mode).
+    """
+    tree.check_like(hparams, u, "hparams", "u")
+    w, h = tree.detach(params), tree.detach(hparams)
+    grad_fn = torch.func.grad(lambda w_, h_: loss(w_, h_, batch))
+    out = torch.func.jvp(lambda h_: grad_fn(w, h_), (h,), (u,))[1]
+    return tree.detach(out)
