@@ -44,7 +44,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from nestopt import tree
-from nestopt.errors import InvalidArgumentError, NonFiniteError
+from nestopt.errors import InvalidArgumentError, NonFiniteError, ShapeMismatchError
 from nestopt.tree import Tree
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "LossFn",
     "check_loss_value",
     "check_tree",
+    "evaluate_loss",
     "functional_loss",
     "grad",
     "hvp",
@@ -118,6 +119,34 @@ def check_loss_value(value: Any, name: str) -> Tensor:
     return value
 
 
+def _shapes(t: Mapping[str, Tensor]) -> str:
+    return "{" + ", ".join(f"{k}: {tuple(v.shape)}" for k, v in t.items()) + "}"
+
+
+def evaluate_loss(loss: LossFn, params: Tree, hparams: Tree, batch: Any, name: str) -> Tensor:
+    """Call ``loss(params, hparams, batch)`` and check that it returned a finite scalar.
+
+    A ``KeyError``, or a ``RuntimeError`` about sizes or shapes, raised inside the loss is re-raised as
+    :class:`ShapeMismatchError` naming the keys and shapes of both trees: the usual cause is a
+    hyperparameter tree that does not match the parameters.
+    """
+    try:
+        value = loss(params, hparams, batch)
+    except KeyError as err:
+        raise ShapeMismatchError(
+            f"{name} looked up the missing key {err}; params has keys {sorted(params)} and hparams has keys "
+            f"{sorted(hparams)}"
+        ) from err
+    except RuntimeError as err:
+        text = str(err)
+        if "size" in text or "shape" in text:
+            raise ShapeMismatchError(
+                f"{name} failed on params {_shapes(params)} and hparams {_shapes(hparams)}: {text}"
+            ) from err
+        raise
+    return check_loss_value(value, name)
+
+
 def functional_loss(
     module: torch.nn.Module,
     criterion: Callable[[Tensor, Tensor], Tensor],
@@ -172,7 +201,7 @@ def grad(
     """The loss value and its gradient with respect to ``params`` (both detached)."""
     w = _leaves_requiring_grad(params)
     with torch.enable_grad():
-        value = check_loss_value(loss(w, tree.detach(hparams), batch), name)
+        value = evaluate_loss(loss, w, tree.detach(hparams), batch, name)
         g = _grads_or_zeros([value], w, None)
     if counter is not None:
         counter.grads += 1
@@ -206,7 +235,7 @@ class Linearization:
         self._w = _leaves_requiring_grad(params)
         self._h = _leaves_requiring_grad(hparams)
         with torch.enable_grad():
-            value = check_loss_value(loss(self._w, self._h, batch), name)
+            value = evaluate_loss(loss, self._w, self._h, batch, name)
             keys = list(self._w)
             got = torch.autograd.grad(
                 value, [self._w[k] for k in keys], create_graph=(mode == "rev-rev"), allow_unused=True

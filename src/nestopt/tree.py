@@ -231,4 +231,4 @@ def unflatten(vec: Tensor, spec: TreeSpec) -> Tree:
         raise ShapeMismatchError(f"vec has {vec.shape[-1]} entries but the tree spec needs {spec.numel}")
     batch = vec.shape[:-1]
     parts = torch.split(vec, list(spec.sizes), dim=-1)
-    return {k: p.reshape(*batch, *s) for k, p, s in zip(spec.keys, parts, spec.shapes)}
+    return {k: p.reshape((*batch, *s)) for k, p, s in zip(spec.keys, parts, spec.shapes)}

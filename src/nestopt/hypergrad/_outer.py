@@ -1,0 +1,33 @@
+"""The outer loss's gradients, shared by every estimator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nestopt import tree
+from nestopt.autodiff import Counter, LossFn, evaluate_loss
+from nestopt.tree import Tree
+
+__all__ = ["outer_gradients"]
+
+
+def outer_gradients(
+    outer_loss: LossFn, params: Tree, hparams: Tree, batch: Any, counter: Counter
+) -> tuple[float, Tree, Tree, tuple[str, ...]]:
+    """The outer loss, its gradients w.r.t. ``params`` and ``hparams`` (the direct term), and the names of the
+    hyperparameters it does not use."""
+    w = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    h = {k: v.detach().requires_grad_(True) for k, v in hparams.items()}
+    with torch.enable_grad():
+        value = evaluate_loss(outer_loss, w, h, batch, "outer_loss")
+        inputs = list(w.values()) + list(h.values())
+        got = torch.autograd.grad(value, inputs, allow_unused=True) if value.requires_grad else [None] * len(inputs)
+    counter.grads += 1
+    gw = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(w.items(), got[: len(w)])}
+    gh = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(h.items(), got[len(w) :])}
+    unused = tuple(k for k, g in zip(h, got[len(w) :]) if g is None)
+    tree.check_finite(gw, "gradient of outer_loss w.r.t. params")
+    tree.check_finite(gh, "gradient of outer_loss w.r.t. hparams")
+    return float(value.detach()), gw, gh, unused

@@ -1,0 +1,139 @@
+"""Implicit differentiation of any solver through its optimality condition (Blondel et al., 2022).
+
+If ``inner_solver(hparams, *args)`` returns :math:`w^*(\\lambda)` with :math:`F(w^*, \\lambda) = 0`, then
+
+.. math::  \\frac{\\partial w^*}{\\partial \\lambda} = -\\left[\\partial_w F\\right]^{-1} \\partial_\\lambda F,
+
+so a cotangent :math:`u` on :math:`w^*` pulls back to
+:math:`-(\\partial_\\lambda F)^\\top x` with :math:`(\\partial_w F)^\\top x = u`. The solver runs without a graph;
+only its answer and the optimality function are differentiated, in the backward pass.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nestopt import tree
+from nestopt.autodiff import check_tree
+from nestopt.errors import InvalidArgumentError, NonFiniteError, ShapeMismatchError
+from nestopt.linalg import CG, LinearOperator, Solver
+from nestopt.tree import Tree
+
+__all__ = ["custom_root"]
+
+OptimalityFn = Callable[..., Tree]
+
+
+def _vjp_or_zeros(outputs: list[Tensor], inputs: list[Tensor], cotangents: list[Tensor]) -> list[Tensor]:
+    live = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
+    if not live:
+        return [torch.zeros_like(x) for x in inputs]
+    got = torch.autograd.grad(
+        [o for o, _ in live], inputs, [c for _, c in live], retain_graph=True, allow_unused=True
+    )  # fmt: skip
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, got)]
+
+
+class _RootFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, setup: dict[str, Any], *hparam_values: Tensor) -> tuple[Tensor, ...]:
+        ctx.setup = setup
+        ctx.save_for_backward(*hparam_values)
+        return tuple(setup["solution"][k].detach().clone() for k in setup["param_keys"])
+
+    @staticmethod
+    def backward(ctx: Any, *cotangents: Tensor) -> tuple[Any, ...]:
+        setup = ctx.setup
+        h_values = ctx.saved_tensors
+        p_keys, h_keys = setup["param_keys"], setup["hparam_keys"]
+        with torch.enable_grad():
+            w = {k: setup["solution"][k].detach().requires_grad_(True) for k in p_keys}
+            h = {k: v.detach().requires_grad_(True) for k, v in zip(h_keys, h_values)}
+            residual = setup["optimality_fn"](w, h, *setup["args"], **setup["kwargs"])
+            if not isinstance(residual, dict) or set(residual) != set(p_keys):
+                raise ShapeMismatchError(
+                    f"optimality_fn must return a tree with the keys of the solution {sorted(p_keys)}, "
+                    f"got {sorted(residual) if isinstance(residual, dict) else type(residual).__name__}"
+                )
+            outs = [residual[k] for k in p_keys]
+            w_list = [w[k] for k in p_keys]
+
+            def transpose_jacobian(v: Tree) -> Tree:
+                return dict(zip(p_keys, _vjp_or_zeros(outs, w_list, [v[k] for k in p_keys])))
+
+            rhs = {k: (c if c is not None else torch.zeros_like(w[k])) for k, c in zip(p_keys, cotangents)}
+            op = LinearOperator(transpose_jacobian, like=w, symmetric=setup["symmetric"])
+            solution = setup["solver"].solve(op, rhs)
+            grads_h = _vjp_or_zeros(outs, [h[k] for k in h_keys], [solution.value[k] for k in p_keys])
+        setup["report"](solution.info)
+        out = [-g for g in grads_h]
+        if not all(bool(torch.isfinite(g).all()) for g in out):
+            raise NonFiniteError(f"custom_root: the implicit gradient is not finite ({solution.info.message})")
+        return (None, *out)
+
+
+def custom_root(
+    optimality_fn: OptimalityFn, *, solver: Solver | None = None, symmetric: bool = True
+) -> Callable[[Callable[..., Tree]], Callable[..., Tree]]:
+    """Make ``inner_solver(hparams, *args, **kwargs) -> params`` differentiable w.r.t. ``hparams`` by the IFT.
+
+    Args:
+        optimality_fn: ``F(params, hparams, *args, **kwargs) -> tree`` (keys of ``params``), zero at the
+            solution; typically the inner loss's gradient.
+        solver: solves :math:`(\\partial_w F)^\\top x = u` (default ``linalg.CG(steps=50)``, which needs
+            ``symmetric=True``; use ``linalg.Exact()`` for a non-symmetric ``F``).
+        symmetric: whether :math:`\\partial_w F` is symmetric (true when ``F`` is a gradient).
+
+    Returns:
+        A decorator. The decorated solver returns parameters through which autograd differentiates; the
+        last backward pass's solve diagnostics are in ``decorated.last_info``.
+
+    Example:
+        >>> import torch
+        >>> from nestopt import hypergrad, linalg
+        >>> x = torch.randn(20, 3, dtype=torch.float64); y = torch.randn(20, dtype=torch.float64)
+        >>> def optimality(p, h, x, y):  # gradient of 0.5|xw - y|^2 + 0.5 * exp(l2) |w|^2
+        ...     return {"w": x.T @ (x @ p["w"] - y) + h["l2"].exp() * p["w"]}
+        >>> @hypergrad.custom_root(optimality, solver=linalg.CG(steps=20))
+        ... def ridge(h, x, y):
+        ...     return {"w": torch.linalg.solve(x.T @ x + h["l2"].exp() * torch.eye(3, dtype=x.dtype), x.T @ y)}
+        >>> l2 = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+        >>> ridge({"l2": l2}, x, y)["w"].sum().backward()
+        >>> l2.grad.shape
+        torch.Size([])
+    """
+    solver = CG(steps=50) if solver is None else solver
+    if not isinstance(solver, Solver):
+        raise InvalidArgumentError(f"solver must be a nestopt.linalg solver, got {solver!r}")
+
+    def decorate(inner_solver: Callable[..., Tree]) -> Callable[..., Tree]:
+        @functools.wraps(inner_solver)
+        def wrapped(hparams: Tree, *args: Any, **kwargs: Any) -> Tree:
+            hparams = check_tree(hparams, "hparams")
+            with torch.no_grad():
+                solution = inner_solver(tree.detach(hparams), *args, **kwargs)
+            solution = check_tree(solution, "the inner solver's result")
+            h_keys = list(hparams)
+            setup = {
+                "solution": solution,
+                "param_keys": list(solution),
+                "hparam_keys": h_keys,
+                "optimality_fn": optimality_fn,
+                "args": args,
+                "kwargs": kwargs,
+                "solver": solver,
+                "symmetric": symmetric,
+                "report": lambda info: setattr(wrapped, "last_info", info),
+            }
+            outs = _RootFunction.apply(setup, *[hparams[k] for k in h_keys])
+            return dict(zip(list(solution), outs))
+
+        setattr(wrapped, "last_info", None)  # noqa: B010 (documented attribute of the decorated function)
+        return wrapped
+
+    return decorate

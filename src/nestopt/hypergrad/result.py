@@ -1,0 +1,73 @@
+"""What every hypergradient estimator returns: the hypergradient and its diagnostics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nestopt.linalg.base import SolveInfo, Status
+from nestopt.tree import Tree
+
+__all__ = ["HypergradInfo", "HypergradResult"]
+
+
+@dataclass
+class HypergradInfo:
+    """Diagnostics of a hypergradient.
+
+    Attributes:
+        method: ``"implicit"``, ``"unrolled"`` or ``"forward"``.
+        status: the linear solve's status for ``implicit``; ``CONVERGED`` for unrolled and forward mode, whose
+            hypergradient is the exact derivative of the unrolled objective.
+        iterations: solver iterations (implicit) or differentiated inner steps (unrolled, forward).
+        residual: the solve's relative residual when known.
+        hvp_calls: Hessian-vector products spent.
+        grad_calls: gradient evaluations spent (inner and outer).
+        outer_loss: the outer loss at the returned parameters.
+        inner_grad_norm: :math:`\\|\\nabla_w L_{in}\\|` at the parameters used (implicit) or at the last
+            unrolled step: the IFT assumes it is zero, so a large value warns that the inner problem is not
+            solved.
+        message: what went wrong, if anything.
+        solve: the full :class:`~nestopt.linalg.SolveInfo` of the linear solve (implicit only).
+        extra: method-specific counters (mixed products, JVPs, recomputed steps...).
+    """
+
+    method: str
+    status: Status
+    iterations: int
+    residual: float | None
+    hvp_calls: int
+    grad_calls: int
+    outer_loss: float
+    inner_grad_norm: float | None = None
+    message: str = ""
+    solve: SolveInfo | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "status": self.status.value,
+            "iterations": self.iterations,
+            "residual": self.residual,
+            "hvp_calls": self.hvp_calls,
+            "grad_calls": self.grad_calls,
+            "outer_loss": self.outer_loss,
+            "inner_grad_norm": self.inner_grad_norm,
+            "message": self.message,
+            **self.extra,
+        }
+
+
+@dataclass
+class HypergradResult:
+    """A hypergradient ``grads`` (a tree with the keys of ``hparams``) and its ``info``.
+
+    Unrolled and forward-mode estimators also return the inner parameters after the unroll in ``params``
+    (and the functional optimizer's state in ``opt_state``), so that a training loop can continue from them.
+    """
+
+    grads: Tree
+    info: HypergradInfo
+    params: Tree | None = None
+    opt_state: dict[str, Any] | None = None

@@ -1,0 +1,103 @@
+"""Conjugate gradient for symmetric positive-definite systems, with damping."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from nestopt import tree
+from nestopt.errors import UnsupportedError
+from nestopt.linalg.base import (
+    LinearOperator,
+    Solution,
+    SolveInfo,
+    Solver,
+    Status,
+    check_nonnegative,
+    check_positive_int,
+)
+from nestopt.tree import Tree
+
+__all__ = ["CG"]
+
+
+@dataclass
+class CG(Solver):
+    """Conjugate gradient on :math:`(A + \\delta I) x = b` (Hestenes & Stiefel, 1952).
+
+    Each iteration costs one operator product. The search direction's curvature :math:`p^\\top A p` is
+    checked at every step: a non-positive value means :math:`A + \\delta I` is not positive definite,
+    and the solve stops with status ``NEGATIVE_CURVATURE`` (raise ``damping`` to regularize). The relative
+    residual comes from the recurrence, at no extra cost.
+
+    Args:
+        steps: maximum number of iterations.
+        tol: stop when :math:`\\|r\\| / \\|b\\| \\le` ``tol``.
+        damping: :math:`\\delta \\ge 0`, added to the diagonal.
+        residual: recompute the true residual :math:`\\|(A+\\delta I)x-b\\|/\\|b\\|` with one extra product
+            (the recurrence's value drifts in low precision).
+        throw: raise instead of warning on negative curvature or divergence.
+
+    Example:
+        >>> import torch
+        >>> from nestopt import linalg
+        >>> A = torch.tensor([[3.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+        >>> op = linalg.LinearOperator(lambda v: {"x": A @ v["x"]}, like={"x": torch.zeros(2, dtype=A.dtype)})
+        >>> sol = linalg.CG(steps=10).solve(op, {"x": torch.ones(2, dtype=A.dtype)})
+        >>> sol.value["x"], sol.info.status.value
+        (tensor([0.2000, 0.4000], dtype=torch.float64), 'converged')
+    """
+
+    steps: int = 50
+    tol: float = 1e-10
+    damping: float = 0.0
+    residual: bool = False
+    throw: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive_int("steps", self.steps)
+        check_nonnegative("tol", self.tol)
+        check_nonnegative("damping", self.damping)
+
+    def _apply(self, op: LinearOperator, v: Tree) -> Tree:
+        av = op.matvec(v)
+        return tree.axpy(self.damping, v, av) if self.damping else av
+
+    def _solve(self, op: LinearOperator, b: Tree) -> Solution:
+        if not op.symmetric:
+            raise UnsupportedError("CG needs a symmetric operator; use linalg.Exact for a non-symmetric one")
+        b_norm = float(tree.norm(b))
+        x = tree.zeros_like(b)
+        if b_norm == 0.0:
+            return Solution(x, SolveInfo(Status.CONVERGED, 0, 0.0, 0))
+        r = b
+        p = r
+        rr = float(tree.dot(r, r))
+        status, message, it = Status.MAX_ITERATIONS, "", 0
+        for it in range(1, self.steps + 1):
+            ap = self._apply(op, p)
+            curvature = float(tree.dot(p, ap))
+            if not math.isfinite(curvature):
+                status, message = Status.DIVERGED, f"non-finite operator product at iteration {it}"
+                break
+            if curvature <= 0.0:
+                status = Status.NEGATIVE_CURVATURE
+                message = (
+                    f"direction with curvature p^T A p / |p|^2 = {curvature / float(tree.dot(p, p)):.3g} <= 0 at "
+                    f"iteration {it}: the matrix (damping {self.damping}) is not positive definite"
+                )
+                break
+            alpha = rr / curvature
+            x = tree.axpy(alpha, p, x)
+            r = tree.axpy(-alpha, ap, r)
+            rr_new = float(tree.dot(r, r))
+            if math.sqrt(rr_new) / b_norm <= self.tol:
+                rr = rr_new
+                status = Status.CONVERGED
+                break
+            p = tree.axpy(rr_new / rr, p, r)
+            rr = rr_new
+        res = math.sqrt(rr) / b_norm
+        if self.residual and status is not Status.DIVERGED:
+            res = tree.norm(tree.sub(self._apply(op, x), b)).item() / b_norm
+        return Solution(x, SolveInfo(status, it, res, 0, message))

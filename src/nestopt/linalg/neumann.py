@@ -1,0 +1,107 @@
+"""The truncated Neumann series for :math:`A^{-1} b` (Lorraine, Vicol & Duvenaud, 2020)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nestopt import tree
+from nestopt.linalg.base import (
+    LinearOperator,
+    Solution,
+    SolveInfo,
+    Solver,
+    Status,
+    check_nonnegative,
+    check_positive_int,
+)
+
+__all__ = ["Neumann"]
+
+
+@dataclass
+class Neumann(Solver):
+    """:math:`A^{-1} b \\approx \\alpha \\sum_{j=0}^{K} (I - \\alpha A)^j b`, with ``K = steps`` products.
+
+    The series converges when every eigenvalue of :math:`A` lies in :math:`(0, 2/\\alpha)`. For a symmetric
+    :math:`A` the terms :math:`p_j = (I-\\alpha A)^j b` then shrink in norm at every step, so a term that grows
+    proves divergence: the solve stops, returns the partial sum before the growing term, and reports whether
+    the growth comes from negative curvature (Rayleigh quotient :math:`p^\\top A p / p^\\top p < 0`) or from a
+    step ``alpha`` too large for the largest eigenvalue (quotient above :math:`2/\\alpha`).
+
+    The residual is exact and cheap: :math:`b - A x_K = p_{K+1}`, one extra product when ``residual=True``.
+
+    Args:
+        steps: the number of operator products ``K`` (the series has ``K + 1`` terms).
+        alpha: the step :math:`\\alpha > 0`; it must be below :math:`2/\\lambda_{\\max}(A)`.
+        tol: if given, stop early once :math:`\\|p_j\\|/\\|b\\| \\le` ``tol`` (status ``CONVERGED``).
+        residual: compute :math:`\\|p_{K+1}\\|/\\|b\\|` with one extra product.
+        throw: raise instead of warning on divergence.
+
+    Example:
+        >>> import torch
+        >>> from nestopt import linalg
+        >>> op = linalg.LinearOperator(lambda v: {"x": 2.0 * v["x"]}, like={"x": torch.zeros(3)})
+        >>> sol = linalg.Neumann(steps=30, alpha=0.4).solve(op, {"x": torch.ones(3)})
+        >>> sol.value["x"]
+        tensor([0.5000, 0.5000, 0.5000])
+    """
+
+    steps: int = 5
+    alpha: float = 0.1
+    tol: float | None = None
+    residual: bool = False
+    throw: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive_int("steps", self.steps)
+        check_nonnegative("alpha", self.alpha, positive=True)
+        if self.tol is not None:
+            check_nonnegative("tol", self.tol)
+
+    def _solve(self, op: LinearOperator, b: tree.Tree) -> Solution:
+        b_norm = float(tree.norm(b))
+        if b_norm == 0.0:
+            return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
+        p, acc = b, b
+        p_norm = b_norm
+        # below this relative size the terms are rounding noise: growth there proves nothing
+        noise = 64 * torch.finfo(next(iter(b.values())).dtype).eps
+        status, message, it = Status.MAX_ITERATIONS, "", 0
+        for it in range(1, self.steps + 1):
+            ap = op.matvec(p)
+            nxt = tree.axpy(-self.alpha, ap, p)
+            nxt_norm = float(tree.norm(nxt))
+            if nxt_norm <= noise * b_norm:
+                acc = tree.add(acc, nxt)
+                p, p_norm, status = nxt, nxt_norm, Status.CONVERGED
+                message = "the terms reached rounding level"
+                break
+            if not nxt_norm <= p_norm * (1.0 + 1e-6):  # also catches NaN
+                status = Status.DIVERGED
+                quotient = float(tree.dot(p, ap)) / p_norm**2
+                if quotient < 0.0:
+                    status = Status.NEGATIVE_CURVATURE
+                    cause = f"negative curvature (Rayleigh quotient {quotient:.3g} < 0)"
+                elif quotient > 2.0 / self.alpha:
+                    cause = (
+                        f"alpha={self.alpha} too large: curvature {quotient:.3g} exceeds 2/alpha={2 / self.alpha:.3g}"
+                    )
+                else:
+                    cause = f"a term grew (Rayleigh quotient {quotient:.3g})"
+                message = f"series diverged at term {it}: {cause}; returning the sum of the first {it} terms"
+                it -= 1
+                break
+            p, p_norm = nxt, nxt_norm
+            acc = tree.add(acc, p)
+            if self.tol is not None and p_norm / b_norm <= self.tol:
+                status = Status.CONVERGED
+                break
+        x = tree.scale(acc, self.alpha)
+        res: float | None = None
+        if status is Status.CONVERGED:
+            res = p_norm / b_norm  # residual of the sum without the last term: an upper bound one step behind
+        if self.residual and not status.failed:
+            res = float(tree.norm(tree.axpy(-self.alpha, op.matvec(p), p))) / b_norm
+        return Solution(x, SolveInfo(status, it, res, 0, message))

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from nestopt import autodiff, tree
+from nestopt.errors import InvalidArgumentError, NonFiniteError
+
+
+def _problem():
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, dtype=torch.float64)
+    y = torch.randn(16, dtype=torch.float64)
+    params = {"w1": torch.randn(4, 3, dtype=torch.float64), "w2": torch.randn(4, dtype=torch.float64)}
+    hparams = {"wd": torch.rand(4, 3, dtype=torch.float64), "scale": torch.tensor(0.7, dtype=torch.float64)}
+
+    def loss(p, h, batch):
+        xb, yb = batch
+        pred = torch.tanh(xb @ p["w1"].T) @ p["w2"] * h["scale"]
+        return ((pred - yb) ** 2).mean() + (h["wd"] * p["w1"] ** 2).sum()
+
+    return loss, params, hparams, (x, y)
+
+
+def _flat_fn(loss, params, hparams, batch):
+    _, pspec = tree.flatten(params)
+    _, hspec = tree.flatten(hparams)
+    return lambda wv, hv: loss(tree.unflatten(wv, pspec), tree.unflatten(hv, hspec), batch)
+
+
+@pytest.mark.parametrize("mode", ["rev-rev", "fwd-rev"])
+def test_second_order_products_match_dense_derivatives(mode):
+    loss, params, hparams, batch = _problem()
+    f = _flat_fn(loss, params, hparams, batch)
+    wv, hv = tree.flatten(params)[0], tree.flatten(hparams)[0]
+    hess = torch.autograd.functional.hessian(lambda w: f(w, hv), wv)
+    mixed = torch.autograd.functional.jacobian(
+        lambda h: torch.autograd.functional.jacobian(lambda w: f(w, h), wv, create_graph=True), hv
+    )  # d(grad_w)/d(lambda): P x H
+    v = {k: torch.randn_like(p) for k, p in params.items()}
+    u = {k: torch.randn_like(h) for k, h in hparams.items()}
+    vv, uv = tree.flatten(v)[0], tree.flatten(u)[0]
+
+    lin = autodiff.linearize(loss, params, hparams, batch, mode=mode)
+    assert torch.allclose(tree.flatten(lin.hvp(v))[0], hess @ vv)
+    assert torch.allclose(tree.flatten(lin.mixed_vjp(v))[0], mixed.T @ vv)
+    batched = lin.hvp_batched({k: torch.stack([t, 2 * t]) for k, t in v.items()})
+    assert torch.allclose(batched["w1"][1], 2 * lin.hvp(v)["w1"])
+    assert torch.allclose(tree.flatten(autodiff.mixed_jvp(loss, params, hparams, batch, u))[0], mixed @ uv)
+    assert lin.counter.hvps == 4 and lin.counter.mixed == 1 and lin.counter.grads == 1
+    value, g = autodiff.grad(loss, params, hparams, batch)
+    assert torch.allclose(tree.flatten(g)[0], tree.flatten(lin.grad)[0])
+    assert torch.allclose(value, f(wv, hv))
+
+
+def test_unused_hyperparameter_is_reported():
+    loss = lambda p, h, b: (p["w"] ** 2).sum() * h["a"]
+    lin = autodiff.linearize(loss, {"w": torch.ones(2)}, {"a": torch.tensor(1.0), "lr": torch.tensor(0.1)}, None)
+    out = lin.mixed_vjp({"w": torch.ones(2)})
+    assert lin.last_unused == ("lr",)
+    assert float(out["lr"]) == 0.0 and float(out["a"]) == 4.0
+
+
+def test_loss_must_be_a_finite_scalar():
+    params = {"w": torch.ones(3)}
+    with pytest.raises(InvalidArgumentError, match="scalar"):
+        autodiff.linearize(lambda p, h, b: p["w"] * 2, params, {}, None)
+    with pytest.raises(NonFiniteError, match="inner_loss"):
+        autodiff.linearize(lambda p, h, b: (p["w"] / 0.0).sum(), params, {}, None)
+    with pytest.raises(InvalidArgumentError, match="mode"):
+        autodiff.linearize(lambda p, h, b: p["w"].sum(), params, {}, None, mode="bogus")  # type: ignore[arg-type]
+
+
+def test_check_tree_rejects_bad_trees():
+    with pytest.raises(InvalidArgumentError, match="params must be a dict"):
+        autodiff.check_tree([torch.ones(1)], "params")
+    with pytest.raises(InvalidArgumentError, match="floating"):
+        autodiff.check_tree({"n": torch.ones(2, dtype=torch.long)}, "hparams")
+    with pytest.raises(InvalidArgumentError, match="empty"):
+        autodiff.check_tree({}, "hparams")
