@@ -36,6 +36,7 @@ __all__ = [
     "Tree",
     "TreeSpec",
     "add",
+    "add_",
     "all_finite",
     "axpy",
     "check_finite",
@@ -49,6 +50,7 @@ __all__ = [
     "numel",
     "ones_like",
     "scale",
+    "scale_",
     "sub",
     "unflatten",
     "zeros_like",
@@ -137,6 +139,19 @@ def axpy(alpha: float | Tensor, x: Tree, y: Tree) -> Tree:
     if isinstance(alpha, float | int) and _fused(xs + ys):
         return dict(zip(keys, torch._foreach_add(ys, xs, alpha=float(alpha))))
     return {k: yy + alpha * xx for k, xx, yy in zip(keys, xs, ys)}
+
+
+def add_(a: Tree, b: Tree, alpha: float = 1.0) -> Tree:
+    """In place: ``a += alpha * b``; returns ``a``. For plain tensors (solver work vectors), not for graphs."""
+    keys = list(a)
+    torch._foreach_add_([a[k] for k in keys], [b[k] for k in keys], alpha=alpha)
+    return a
+
+
+def scale_(a: Tree, alpha: float) -> Tree:
+    """In place: ``a *= alpha``; returns ``a``. For plain tensors (solver work vectors), not for graphs."""
+    torch._foreach_mul_(list(a.values()), alpha)
+    return a
 
 
 def dot(a: Tree, b: Tree) -> Tensor:

@@ -119,8 +119,10 @@ class LinearOperator:
         return tree.numel(self.like)
 
     def matvec(self, v: Tree) -> Tree:
+        """``A v``. The result never shares memory with ``v`` (solvers update it in place)."""
         self.calls += 1
-        return self._matvec(v)
+        out = self._matvec(v)
+        return {k: o.clone() if o.data_ptr() == v[k].data_ptr() else o for k, o in out.items()}
 
     def matmat(self, vs: Tree) -> Tree:
         """Products with a batch of vectors (leading dimension of every leaf)."""

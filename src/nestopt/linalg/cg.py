@@ -61,7 +61,7 @@ class CG(Solver):
 
     def _apply(self, op: LinearOperator, v: Tree) -> Tree:
         av = op.matvec(v)
-        return tree.axpy(self.damping, v, av) if self.damping else av
+        return tree.add_(av, v, self.damping) if self.damping else av
 
     def _solve(self, op: LinearOperator, b: Tree) -> Solution:
         if not op.symmetric:
@@ -70,8 +70,9 @@ class CG(Solver):
         x = tree.zeros_like(b)
         if b_norm == 0.0:
             return Solution(x, SolveInfo(Status.CONVERGED, 0, 0.0, 0))
-        r = b
-        p = r
+        # x, r and p are updated in place (p starts as a copy of r): with b and A p, five vectors in all.
+        r = tree.clone(b)
+        p = tree.clone(r)
         rr = float(tree.dot(r, r))
         status, message, it = Status.MAX_ITERATIONS, "", 0
         for it in range(1, self.steps + 1):
@@ -88,14 +89,14 @@ class CG(Solver):
                 )
                 break
             alpha = rr / curvature
-            x = tree.axpy(alpha, p, x)
-            r = tree.axpy(-alpha, ap, r)
+            tree.add_(x, p, alpha)
+            tree.add_(r, ap, -alpha)
             rr_new = float(tree.dot(r, r))
             if math.sqrt(rr_new) / b_norm <= self.tol:
                 rr = rr_new
                 status = Status.CONVERGED
                 break
-            p = tree.axpy(rr_new / rr, p, r)
+            tree.add_(tree.scale_(p, rr_new / rr), r)
             rr = rr_new
         res = math.sqrt(rr) / b_norm
         if self.residual and status is not Status.DIVERGED:

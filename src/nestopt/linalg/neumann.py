@@ -64,23 +64,25 @@ class Neumann(Solver):
         b_norm = float(tree.norm(b))
         if b_norm == 0.0:
             return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
-        p, acc = b, b
+        # Work vectors are updated in place: b, the running sum, the current term and its product are the
+        # only vectors alive at once.
+        p, acc = b, tree.clone(b)
         p_norm = b_norm
         # below this relative size the terms are rounding noise: growth there proves nothing
         noise = 64 * torch.finfo(next(iter(b.values())).dtype).eps
         status, message, it = Status.MAX_ITERATIONS, "", 0
         for it in range(1, self.steps + 1):
             ap = op.matvec(p)
-            nxt = tree.axpy(-self.alpha, ap, p)
+            quotient = float(tree.dot(p, ap)) / p_norm**2
+            nxt = tree.add_(tree.scale_(ap, -self.alpha), p)  # p - alpha A p, in the storage of A p
             nxt_norm = float(tree.norm(nxt))
             if nxt_norm <= noise * b_norm:
-                acc = tree.add(acc, nxt)
+                tree.add_(acc, nxt)
                 p, p_norm, status = nxt, nxt_norm, Status.CONVERGED
                 message = "the terms reached rounding level"
                 break
             if not nxt_norm <= p_norm * (1.0 + 1e-6):  # also catches NaN
                 status = Status.DIVERGED
-                quotient = float(tree.dot(p, ap)) / p_norm**2
                 if quotient < 0.0:
                     status = Status.NEGATIVE_CURVATURE
                     cause = f"negative curvature (Rayleigh quotient {quotient:.3g} < 0)"
@@ -94,11 +96,11 @@ class Neumann(Solver):
                 it -= 1
                 break
             p, p_norm = nxt, nxt_norm
-            acc = tree.add(acc, p)
+            tree.add_(acc, p)
             if self.tol is not None and p_norm / b_norm <= self.tol:
                 status = Status.CONVERGED
                 break
-        x = tree.scale(acc, self.alpha)
+        x = tree.scale_(acc, self.alpha)
         res: float | None = None
         if status is Status.CONVERGED:
             res = p_norm / b_norm  # residual of the sum without the last term: an upper bound one step behind
