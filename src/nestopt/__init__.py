@@ -17,16 +17,20 @@ Example:
     ['l2']
 """
 
-from nestopt import autodiff, data, errors, experiments, hypergrad, linalg, optim, tree
+from nestopt import autodiff, bilevel, data, errors, experiments, hparams, hypergrad, linalg, optim, tree
+from nestopt.bilevel import BilevelTrainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BilevelTrainer",
     "__version__",
     "autodiff",
+    "bilevel",
     "data",
     "errors",
     "experiments",
+    "hparams",
     "hypergrad",
     "linalg",
     "optim",

@@ -29,6 +29,7 @@ from torch import Tensor
 from nestopt.errors import InvalidArgumentError, UnsupportedError
 
 __all__ = [
+    "Loader",
     "Split",
     "Splits",
     "batches",
@@ -211,3 +212,69 @@ def batches(part: Split, batch_size: int, *, seed: int = 0, shuffle: bool = True
         for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
             idx = order[start : start + batch_size]
             yield part.x[idx], part.y[idx]
+
+
+class Loader:
+    """Minibatches of a :class:`Split`, reshuffled every epoch from ``(seed, epoch)`` alone.
+
+    Because an epoch's order depends on nothing else, a training loop can resume exactly where it stopped:
+    :meth:`epoch_batches` regenerates any epoch. Iterating the loader gives the next epoch.
+
+    Args:
+        part: the data.
+        batch_size: examples per batch.
+        shuffle: shuffle every epoch (otherwise the stored order).
+        seed: seed of the shuffling.
+        drop_last: drop the last, smaller batch of an epoch.
+        with_index: yield ``(x, y, index)`` with each example's index in ``part`` (for per-example
+            hyperparameters such as :class:`nestopt.hparams.LossReweighting`).
+
+    Example:
+        >>> from nestopt import data
+        >>> d = data.synthetic_classification(n_train=10, seed=0)
+        >>> loader = data.Loader(d.train, batch_size=4, seed=1)
+        >>> [len(x) for x, y in loader]
+        [4, 4, 2]
+    """
+
+    def __init__(
+        self,
+        part: Split,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        with_index: bool = False,
+    ) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if len(part) == 0:
+            raise InvalidArgumentError("the split is empty: a Loader needs at least one example")
+        self.part, self.batch_size, self.shuffle, self.seed = part, batch_size, shuffle, seed
+        self.drop_last, self.with_index = drop_last, with_index
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.part)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch_batches(self, epoch: int) -> Iterator[tuple[Tensor, ...]]:
+        """The batches of epoch ``epoch`` (the same every time)."""
+        n = len(self.part)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        else:
+            order = torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if self.drop_last and len(idx) < self.batch_size:
+                break
+            idx_dev = idx.to(self.part.x.device)
+            batch = (self.part.x[idx_dev], self.part.y[idx_dev])
+            yield (*batch, idx_dev) if self.with_index else batch
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        epoch = self._epoch
+        self._epoch += 1
+        return self.epoch_batches(epoch)

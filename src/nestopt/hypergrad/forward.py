@@ -40,6 +40,7 @@ def forward(
     steps: int,
     max_hparams: int = 256,
     chunk_size: int | None = None,
+    opt_state: dict[str, Any] | None = None,
 ) -> HypergradResult:
     """Forward-mode hypergradient through ``steps`` steps of ``optimizer`` from ``params0``.
 
@@ -48,6 +49,8 @@ def forward(
     Args:
         max_hparams: refuse more hyperparameter scalars than this (each costs one tangent).
         chunk_size: push at most this many tangents through the unroll at once (``None``: all).
+        opt_state: the optimizer's initial state (default ``optimizer.init(params0)``). The final state is
+            not returned in forward mode (``opt_state`` of the result is ``None``).
 
     Example:
         >>> import torch
@@ -79,7 +82,7 @@ def forward(
 
     def run(h: Tree) -> tuple[Tensor, tuple[Tree, Tensor]]:
         w = w0
-        state = optimizer.init(w)
+        state = optimizer.init(w) if opt_state is None else opt_state
         g: Tree = {}
         for batch in batches:
             g = torch.func.grad(lambda w_, b=batch: inner_loss(w_, h, b))(w)
@@ -147,6 +150,8 @@ class Forward:
         hparams: Tree,
         inner_batches: Any,
         outer_batch: Any,
+        *,
+        opt_state: dict[str, Any] | None = None,
     ) -> HypergradResult:
         return forward(
             inner_loss,
@@ -159,4 +164,5 @@ class Forward:
             steps=self.steps,
             max_hparams=self.max_hparams,
             chunk_size=self.chunk_size,
+            opt_state=opt_state,
         )

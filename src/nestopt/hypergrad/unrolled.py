@@ -58,6 +58,10 @@ def _float_leaves(state: dict[str, Any]) -> tuple[list[Any], Any, list[int]]:
     return leaves, spec, idx
 
 
+def _detach_state(state: dict[str, Any]) -> dict[str, Any]:
+    return pytree.tree_map(lambda x: x.detach() if isinstance(x, torch.Tensor) else x, state)
+
+
 class _Bisection:
     """Reverse pass through steps ``[start, end)`` with logarithmic memory (see the module docstring)."""
 
@@ -139,6 +143,7 @@ def unrolled(
     steps: int,
     truncate: int | None = None,
     checkpoint: bool = False,
+    opt_state: dict[str, Any] | None = None,
 ) -> HypergradResult:
     """Reverse-mode hypergradient through ``steps`` steps of ``optimizer`` from ``params0``.
 
@@ -152,6 +157,8 @@ def unrolled(
         steps: the number of inner steps ``K``.
         truncate: differentiate only the last ``truncate`` steps (``None``: all of them).
         checkpoint: trade recomputation for memory (logarithmic in the number of differentiated steps).
+        opt_state: the optimizer's initial state (default ``optimizer.init(params0)``), e.g. the ``opt_state``
+            of a previous result, to continue a trajectory with its momentum.
 
     Returns:
         A :class:`HypergradResult` with ``grads``, ``info``, and the final ``params`` and ``opt_state``.
@@ -174,7 +181,7 @@ def unrolled(
     differentiated = _check_truncate(truncate, steps)
     counter = Counter()
     w: Tree = tree.clone(params0)
-    state = optimizer.init(w)
+    state = optimizer.init(w) if opt_state is None else _detach_state(opt_state)
     last_grad: Tree = tree.zeros_like(w)
     first = steps - differentiated
     for k in range(first):
@@ -209,7 +216,7 @@ def unrolled(
         outer_value = float(value.detach())
         grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(h.items(), got)}
         final_w = tree.detach(w)
-        final_state = pytree.tree_map(lambda x: x.detach() if isinstance(x, torch.Tensor) else x, state)
+        final_state = _detach_state(state)
     if not tree.all_finite(grads):
         raise NonFiniteError("the unrolled hypergradient is not finite: lower the inner learning rate or the steps")
     info = HypergradInfo(
@@ -258,6 +265,8 @@ class Unrolled:
         hparams: Tree,
         inner_batches: Any,
         outer_batch: Any,
+        *,
+        opt_state: dict[str, Any] | None = None,
     ) -> HypergradResult:
         return unrolled(
             inner_loss,
@@ -270,4 +279,5 @@ class Unrolled:
             steps=self.steps,
             truncate=self.truncate,
             checkpoint=self.checkpoint,
+            opt_state=opt_state,
         )
