@@ -26,7 +26,7 @@ STRATEGIES = {
     "implicit-neumann": dict(
         hypergrad=hypergrad.Implicit(solver=linalg.Neumann(steps=5, alpha=0.1)), inner_steps_per_outer=5
     ),
-    "implicit-cg": dict(hypergrad=hypergrad.Implicit(solver=linalg.CG(steps=10, damping=0.1)), inner_steps_per_outer=5),
+    "implicit-cg": dict(hypergrad=hypergrad.Implicit(solver=linalg.CG(steps=10, damping=1.0)), inner_steps_per_outer=5),
     "unrolled": dict(hypergrad=hypergrad.Unrolled(optimizer=functional.sgd(lr=0.1, momentum=0.9), steps=5)),
     "forward": dict(hypergrad=hypergrad.Forward(optimizer=functional.sgd(lr=0.1), steps=5)),
 }

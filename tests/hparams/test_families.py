@@ -63,7 +63,7 @@ def test_weight_decay_penalty_value():
     obj = hparams.Objective(net, torch.nn.functional.cross_entropy, [wd])
     params = obj.params()
     expected = 0.5 * sum(float((p.detach() ** 2).sum()) for p in params.values())
-    assert float(wd.penalty(params, obj.init_hparams())) == pytest.approx(expected)
+    assert float(wd.penalty(params, obj.init_hparams()).detach()) == pytest.approx(expected)
 
 
 def test_distilled_data_with_learned_labels():
