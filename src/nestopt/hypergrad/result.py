@@ -44,6 +44,16 @@ class HypergradInfo:
     solve: SolveInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __str__(self) -> str:
+        parts = [f"{self.method}: {self.status.value}", f"{self.iterations} iterations"]
+        if self.residual is not None:
+            parts.append(f"residual {self.residual:.2e}")
+        parts += [f"{self.hvp_calls} HVPs", f"{self.grad_calls} gradients", f"outer loss {self.outer_loss:.6g}"]
+        if self.inner_grad_norm is not None:
+            parts.append(f"inner gradient norm {self.inner_grad_norm:.2e}")
+        text = ", ".join(parts)
+        return f"{text} ({self.message})" if self.message and self.status.failed else text
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
