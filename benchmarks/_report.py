@@ -51,7 +51,7 @@ def environment(threads: int) -> dict[str, Any]:
     }
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any]:
+def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1, memory: bool = True) -> dict[str, Any]:
     """Median, min and max seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs, and its peak memory.
 
     The spread ``(max - min) / median`` is the noise the numbers carry on this machine.
@@ -70,7 +70,7 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any
         "max_seconds": max(times),
         "spread": (max(times) - min(times)) / median if median > 0 else 0.0,
         "repeats": repeats,
-        "peak_bytes": peak_memory(fn),
+        "peak_bytes": peak_memory(fn) if memory else None,
     }
 
 

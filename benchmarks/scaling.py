@@ -151,13 +151,20 @@ def plot(rows: list[dict[str, Any]]) -> Any:
 def main() -> None:
     ap = parser(__doc__)
     ap.set_defaults(repeats=3)
+    ap.add_argument("--widths", type=int, nargs="+", default=WIDTHS, help="hidden widths of the parameter sweep")
+    ap.add_argument("--unrolls", type=int, nargs="+", default=UNROLLS, help="unroll lengths of the second sweep")
     args = ap.parse_args()
     env = environment(args.threads)
     if args.quick:
         rows = run([8], [1, 3], 8, 1, pretrain=5, n_train=256)
     else:
-        rows = run(WIDTHS, UNROLLS, 64, args.repeats, pretrain=100)
-    cmd = "python benchmarks/scaling.py" + (" --quick" if args.quick else f" --repeats {args.repeats}")
+        rows = run(args.widths, args.unrolls, 64, args.repeats, pretrain=100)
+    cmd = "python benchmarks/scaling.py" + (
+        " --quick"
+        if args.quick
+        else f" --repeats {args.repeats} --widths {' '.join(map(str, args.widths))} "
+        f"--unrolls {' '.join(map(str, args.unrolls))}"
+    )
     result = {"benchmark": "scaling", "environment": env, "command": cmd, "rows": rows}
     write(args.out, "scaling", result, markdown(rows, env, cmd), plot(rows))
 
