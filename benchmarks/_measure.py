@@ -9,6 +9,7 @@ an operation needs. On CUDA, ``torch.cuda.max_memory_allocated`` gives the same 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
@@ -38,6 +39,12 @@ class PeakMemory(TorchDispatchMode):
             self.current -= self.live.pop(k)[1]
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        # an output that shares an input's storage (an in-place op, a view) allocated nothing new
+        inputs = set()
+        for t in tree_flatten((args, kwargs))[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                with contextlib.suppress(RuntimeError):  # functorch wrappers have no storage here
+                    inputs.add(t.untyped_storage().data_ptr())
         out = func(*args, **(kwargs or {}))
         self._collect()
         for t in tree_flatten(out)[0]:
@@ -47,7 +54,7 @@ class PeakMemory(TorchDispatchMode):
                     key = storage.data_ptr()
                 except RuntimeError:  # a functorch wrapper: its real tensor is dispatched at a lower level
                     continue
-                if key in self.live or storage.nbytes() == 0:
+                if key in self.live or key in inputs or storage.nbytes() == 0:
                     continue
                 self.live[key] = (StorageWeakRef(storage), storage.nbytes())
                 self.current += storage.nbytes()

@@ -156,7 +156,15 @@ def scale_(a: Tree, alpha: float) -> Tree:
 
 def dot(a: Tree, b: Tree) -> Tensor:
     """The inner product of two trees as one vector: a 0-d tensor."""
-    terms = [torch.sum(a[k] * b[k]) for k in a]
+    xs = list(a.values())
+    ys = [b[k] for k in a]
+    plain = all(
+        x.is_contiguous() and y.is_contiguous() and x.dtype == y.dtype and x.dtype in (torch.float32, torch.float64)
+        for x, y in zip(xs, ys)
+    )
+    if plain and _fused(xs + ys):  # one kernel per leaf and no product buffer
+        return torch.stack([torch.dot(x.view(-1), y.view(-1)) for x, y in zip(xs, ys)]).sum()
+    terms = [torch.sum(x * y) for x, y in zip(xs, ys)]
     if not terms:
         raise InvalidArgumentError("dot of empty trees: a tree needs at least one tensor")
     return torch.stack(terms).sum()
@@ -197,13 +205,26 @@ def numel(a: Mapping[str, Tensor]) -> int:
     return sum(v.numel() for v in a.values())
 
 
+def _max_abs_finite(xs: list[Tensor]) -> bool | None:
+    """One fused check (max-abs of every leaf, one host sync), or None where it does not apply."""
+    if not _fused(xs) or any(x.numel() == 0 or x.is_complex() or not x.is_floating_point() for x in xs):
+        return None
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(xs, float("inf")))).all())
+
+
 def all_finite(a: Mapping[str, Tensor]) -> bool:
     """Whether every entry of every tensor is finite."""
-    return all(bool(torch.isfinite(v).all()) for v in a.values())
+    xs = list(a.values())
+    fast = _max_abs_finite(xs)
+    if fast is not None:
+        return fast
+    return all(bool(torch.isfinite(v).all()) for v in xs)
 
 
 def check_finite(a: Mapping[str, Tensor], name: str) -> None:
     """Raise :class:`NonFiniteError` naming ``name`` and the first bad key if ``a`` has NaN or inf."""
+    if _max_abs_finite(list(a.values())):
+        return
     for k, v in a.items():
         if not bool(torch.isfinite(v).all()):
             raise NonFiniteError(f"{name}[{k!r}] contains NaN or infinite values")

@@ -14,10 +14,14 @@ __all__ = ["outer_gradients"]
 
 
 def outer_gradients(
-    outer_loss: LossFn, params: Tree, hparams: Tree, batch: Any, counter: Counter
+    outer_loss: LossFn, params: Tree, hparams: Tree, batch: Any, counter: Counter, *, drop_unused: bool = False
 ) -> tuple[float, Tree, Tree, tuple[str, ...]]:
     """The outer loss, its gradients w.r.t. ``params`` and ``hparams`` (the direct term), and the names of the
-    hyperparameters it does not use."""
+    hyperparameters it does not use.
+
+    With ``drop_unused`` the direct term has no entry for the unused hyperparameters instead of a tensor of
+    zeros: with one hyperparameter per parameter that saves a parameter-sized buffer for the whole solve.
+    """
     w = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     h = {k: v.detach().requires_grad_(True) for k, v in hparams.items()}
     with torch.enable_grad():
@@ -26,7 +30,10 @@ def outer_gradients(
         got = torch.autograd.grad(value, inputs, allow_unused=True) if value.requires_grad else [None] * len(inputs)
     counter.grads += 1
     gw = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(w.items(), got[: len(w)])}
-    gh = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(h.items(), got[len(w) :])}
+    if drop_unused:
+        gh = {k: g for k, g in zip(h, got[len(w) :]) if g is not None}
+    else:
+        gh = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(h.items(), got[len(w) :])}
     unused = tuple(k for k, g in zip(h, got[len(w) :]) if g is None)
     tree.check_finite(gw, "gradient of outer_loss w.r.t. params")
     tree.check_finite(gh, "gradient of outer_loss w.r.t. hparams")

@@ -80,7 +80,9 @@ def implicit(
     if not isinstance(solver, Solver):
         raise InvalidArgumentError(f"solver must be a nestopt.linalg solver (CG, Neumann, ...), got {solver!r}")
     counter = Counter()
-    outer_value, g_w, g_direct, outer_unused = outer_gradients(outer_loss, params, hparams, outer_batch, counter)
+    outer_value, g_w, g_direct, outer_unused = outer_gradients(
+        outer_loss, params, hparams, outer_batch, counter, drop_unused=True
+    )
 
     mixed_lin = linearize(inner_loss, params, hparams, inner_batch, mode=hvp_mode, counter=counter)
     hess_lin = mixed_lin
@@ -96,7 +98,10 @@ def implicit(
             "setting) acts only through the optimization trajectory: differentiate it with "
             "hypergrad.unrolled or hypergrad.forward"
         )
-    grads = tree.sub(g_direct, mixed)
+    # direct - mixed, in the buffers of the mixed term (fresh autograd outputs): no extra hparams-sized copy
+    grads = tree.scale_(mixed, -1.0)
+    for k, g in g_direct.items():
+        grads[k].add_(g)
     if not tree.all_finite(grads):
         raise NonFiniteError(
             f"the implicit hypergradient is not finite (solver status {solution.info.status.value}: "

@@ -202,13 +202,16 @@ def unrolled(
         grads = tree.add(direct, bisect.h_grad)
         final_w, final_state = tree.detach(w_end), s_end
         extra.update(recomputed_steps=bisect.recomputed, peak_stored_states=bisect.peak_states)
-        last_grad = bisect.last_grad
+        last_norm = float(tree.norm(bisect.last_grad))
     else:
         h = {k: v.detach().requires_grad_(True) for k, v in hparams.items()}
         for k in range(first, steps):
             w, state, last_grad = inner_step(
                 inner_loss, optimizer, w, state, h, schedule(k), create_graph=True, counter=counter, step=k
             )
+        # the last inner gradient is needed only for its norm: release its buffer before the backward pass
+        last_norm = float(tree.norm(last_grad))
+        last_grad = {}
         with torch.enable_grad():
             value = evaluate_loss(outer_loss, w, h, outer_batch, "outer_loss")
             got = torch.autograd.grad(value, list(h.values()), allow_unused=True)
@@ -227,7 +230,7 @@ def unrolled(
         hvp_calls=0,
         grad_calls=counter.grads,
         outer_loss=outer_value,
-        inner_grad_norm=float(tree.norm(last_grad)),
+        inner_grad_norm=last_norm,
         message="exact derivative of the unrolled objective",
         extra=extra,
     )

@@ -1,0 +1,147 @@
+"""Shared plumbing of the benchmark scripts: command line, environment record, JSON/markdown/plot output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import nestopt
+from _measure import peak_memory
+from _peers import peer_status
+
+__all__ = ["environment", "interleaved", "parser", "timed", "write"]
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark script takes."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: a smoke test in seconds")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads, the same for every system")
+    p.add_argument("--out", default=str(RESULTS))
+    return p
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """Fix the thread count and record what the numbers were measured with."""
+    torch.set_num_threads(threads)
+    peers = {}
+    for name in ("torchopt", "betty", "higher", "optuna"):
+        version, reason = peer_status(name)
+        peers[name] = version if version else f"unavailable: {reason}"
+    return {
+        "torch": torch.__version__,
+        "nestopt": nestopt.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "peers": peers,
+    }
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1, memory: bool = True) -> dict[str, Any]:
+    """Median, min and max seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs, and its peak memory.
+
+    The spread ``(max - min) / median`` is the noise the numbers carry on this machine.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {
+        "seconds": median,
+        "min_seconds": min(times),
+        "max_seconds": max(times),
+        "spread": (max(times) - min(times)) / median if median > 0 else 0.0,
+        "repeats": repeats,
+        "peak_bytes": peak_memory(fn) if memory else None,
+    }
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, budget: float = 10.0) -> dict[str, dict[str, Any]]:
+    """Time several systems round-robin (one run of each per round), so that load changes hit all alike.
+
+    Every closure runs once as a warm-up; the number of rounds drops (to at least 2) when one round takes
+    more than ``budget / repeats`` seconds. Returns :func:`timed`-style rows, peak memory included.
+    """
+    warm = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        fn()
+        warm[name] = time.perf_counter() - start
+    rounds = (
+        repeats
+        if sum(warm.values()) * repeats <= budget * len(fns)
+        else max(2, int(budget * len(fns) / sum(warm.values())))
+    )
+    rounds = min(rounds, repeats)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    out = {}
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        out[name] = {
+            "seconds": median,
+            "min_seconds": min(ts),
+            "max_seconds": max(ts),
+            "spread": (max(ts) - min(ts)) / median if median > 0 else 0.0,
+            "repeats": rounds,
+            "peak_bytes": peak_memory(fns[name]),
+        }
+    return out
+
+
+def write(out: str | Path, name: str, result: dict[str, Any], markdown: list[str], fig: Any = None) -> Path:
+    """Write ``name.json``, ``name.md`` and (given a figure) ``name.png`` into ``out``."""
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (path / f"{name}.md").write_text("\n".join(markdown) + "\n")
+    if fig is not None:
+        fig.savefig(path / f"{name}.png", dpi=110, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    print("\n".join(markdown))
+    print(f"\nwrote {path / name}.json, .md" + (", .png" if fig is not None else ""))
+    return path
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot with a non-interactive backend, or None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def env_line(env: dict[str, Any]) -> str:
+    peers = ", ".join(f"{k} {v}" for k, v in env["peers"].items())
+    return (
+        f"torch {env['torch']}, nestopt {env['nestopt']}, {env['threads']} threads, {env['processor']}, "
+        f"python {env['python']}; peers: {peers}."
+    )

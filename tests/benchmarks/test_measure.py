@@ -1,0 +1,148 @@
+"""The measurement helpers: exact peak memory, timing bookkeeping, references and peer agreement."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+
+import pytest
+import torch
+
+import _peers
+import _problems
+from _measure import PeakMemory, peak_memory, time_it
+from _report import timed
+
+
+def test_peak_memory_counts_a_known_allocation_exactly():
+    assert peak_memory(lambda: torch.empty(1000, dtype=torch.float32)) == 4000
+    assert peak_memory(lambda: torch.zeros(250, dtype=torch.float64)) == 2000
+
+
+def test_peak_memory_is_the_maximum_of_live_storages():
+    def sequential():
+        for _ in range(3):
+            torch.ones(1000)  # freed before the next one
+
+    def together():
+        return [torch.ones(1000) for _ in range(3)]
+
+    assert peak_memory(sequential) == 4000
+    assert peak_memory(together) == 12000
+
+
+def test_views_and_preexisting_tensors_are_not_counted():
+    existing = torch.ones(1000)
+
+    def fn():
+        existing.add_(1.0)  # in place on a tensor made outside: nothing new
+        x = torch.empty(500)
+        return x[:10], x.view(10, 50), x.t() if x.dim() == 2 else x
+
+    assert peak_memory(fn) == 2000
+
+
+def test_peak_memory_sees_backward_passes():
+    w = torch.randn(100, 100, requires_grad=True)
+    x = torch.randn(8, 100)
+
+    def fn():
+        return torch.autograd.grad((x @ w).square().sum(), w)[0]
+
+    with PeakMemory() as tracker:
+        fn()
+    # at least the gradient (100 x 100 floats) and the saved activation (8 x 100) were allocated
+    assert tracker.peak >= 4 * (100 * 100 + 8 * 100)
+    assert tracker.peak == peak_memory(fn)
+
+
+def test_time_it_calls_warmup_plus_repeats():
+    calls = []
+    seconds = time_it(lambda: calls.append(1), repeats=4, warmup=2)
+    assert len(calls) == 6
+    assert seconds >= 0.0
+
+
+def test_timed_reports_median_spread_and_memory():
+    row = timed(lambda: torch.empty(10), repeats=3, warmup=1)
+    assert row["min_seconds"] <= row["seconds"] <= row["max_seconds"]
+    assert row["spread"] >= 0.0 and row["repeats"] == 3
+    assert row["peak_bytes"] == 40
+
+
+def test_ridge_reference_matches_finite_differences():
+    """The closed-form hypergradient the accuracy benchmark trusts, against central differences in float64."""
+    p = _problems.ridge_problem(n=40, d=6, seed=1)
+
+    def val_loss(lam: torch.Tensor) -> float:
+        x, y = p.x_tr, p.y_tr
+        a = x.T @ x / len(y) + torch.diag(lam.exp())
+        w = torch.linalg.solve(a, x.T @ y / len(y))
+        return float(p.outer({"w": w}, {}, None))
+
+    lam, eps = p.hparams["log_l2"], 1e-5
+    for i in range(6):
+        e = torch.zeros_like(lam)
+        e[i] = eps
+        fd = (val_loss(lam + e) - val_loss(lam - e)) / (2 * eps)
+        assert math.isclose(float(p.exact["log_l2"][i]), fd, rel_tol=1e-5, abs_tol=1e-10)
+
+
+def test_logistic_reference_is_stationary_and_matches_finite_differences():
+    p = _problems.logistic_problem(n=60, d=5, seed=2)
+    w = p.params["w"].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(p.inner({"w": w}, p.hparams, None), w)
+    assert float(g.norm()) < 1e-12
+
+    def val_loss(lam: torch.Tensor) -> float:
+        v = torch.zeros(5, dtype=torch.float64)
+        for _ in range(50):  # Newton
+            f = lambda u: p.inner({"w": u}, {"log_l2": lam}, None)
+            v = v - torch.linalg.solve(torch.func.hessian(f)(v), torch.func.grad(f)(v))
+        return float(p.outer({"w": v}, {}, None))
+
+    lam, eps = p.hparams["log_l2"], 1e-5
+    e = torch.zeros_like(lam)
+    e[0] = eps
+    fd = (val_loss(lam + e) - val_loss(lam - e)) / (2 * eps)
+    assert math.isclose(float(p.exact["log_l2"][0]), fd, rel_tol=1e-5, abs_tol=1e-10)
+
+
+def test_cosine_and_relative_error():
+    a = {"x": torch.tensor([1.0, 0.0])}
+    assert _problems.cosine(a, {"x": torch.tensor([2.0, 0.0])}) == pytest.approx(1.0)
+    assert _problems.cosine(a, {"x": torch.tensor([0.0, 3.0])}) == pytest.approx(0.0)
+    assert _problems.relative_error({"x": torch.tensor([1.1, 0.0])}, a) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("peer", ["torchopt", "betty"])
+@pytest.mark.parametrize("method", ["neumann", "cg"])
+def test_peers_compute_the_same_implicit_hypergradient(peer, method):
+    """Same method, same steps: a peer's answer equals nestopt's (Betty's CG differs by design, see _peers)."""
+    if _peers.peer_status(peer)[0] is None:
+        pytest.skip(f"{peer} is not available: {_peers.peer_status(peer)[1]}")
+    p = _problems.ridge_problem(n=50, d=8, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mine = _peers.build("nestopt", method, p, 5)()
+        theirs = _peers.build(peer, method, p, 5)()
+    if peer == "betty" and method == "cg":
+        assert _problems.cosine(mine, theirs) > 0.5  # same direction roughly; not the same iteration
+    else:
+        assert _problems.relative_error(theirs, mine) < 1e-10
+
+
+@pytest.mark.parametrize("peer", ["higher", "torchopt"])
+def test_peers_compute_the_same_unrolled_hypergradient(peer):
+    if importlib.util.find_spec(peer) is None:
+        pytest.skip(f"{peer} is not installed")
+    p = _problems.ridge_problem(n=50, d=8, seed=3).unrolled_view()
+    mine = _peers.build("nestopt", "unrolled", p, 7)()
+    theirs = _peers.build(peer, "unrolled", p, 7)()
+    assert _problems.relative_error(theirs, mine) < 1e-10
+
+
+def test_betty_unrolled_is_reported_unavailable():
+    with pytest.raises(_peers.Unavailable, match="unrolled"):
+        _peers.build("betty", "unrolled", None, 3)
