@@ -34,13 +34,21 @@ Example:
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from nestopt.errors import InvalidArgumentError, NonFiniteError, ShapeMismatchError, UnsupportedError
+from nestopt.errors import (
+    InvalidArgumentError,
+    NonFiniteError,
+    ShapeMismatchError,
+    SolverWarning,
+    UnsupportedError,
+)
 from nestopt.jacobian._nets import activation_fn, check_dim, check_widths, mlp
 from nestopt.jacobian.quadrature import (
     QuadratureEstimate,
@@ -200,7 +208,8 @@ class JacNet(nn.Module):
             tol: stop Newton early once :math:`\\max |f(x) - y|_\\infty \\le` ``tol``.
 
         Returns:
-            :class:`InverseResult` with the preimages and the round-trip residuals.
+            :class:`InverseResult` with the preimages and the round-trip residuals. A ``SolverWarning`` is
+            emitted when the largest residual exceeds :math:`\\sqrt{\\epsilon_{\\mathrm{mach}}}\\,(1 + \\max|y|)`.
 
         Raises:
             UnsupportedError: the structure is not ``Invertible``.
@@ -242,4 +251,14 @@ class JacNet(nn.Module):
         residual = r.detach().abs().amax(dim=-1)
         if not bool(torch.isfinite(x).all()) or not bool(torch.isfinite(residual).all()):
             raise NonFiniteError(f"JacNet.inverse produced non-finite values (steps={steps}, newton={newton})")
+        scale = 1.0 + float(y.detach().abs().max()) if y.numel() else 1.0
+        worst = float(residual.max()) if residual.numel() else 0.0
+        if worst > math.sqrt(torch.finfo(y.dtype).eps) * scale:
+            warnings.warn(
+                f"JacNet.inverse: round-trip residual max |f(x) - y| = {worst:.3g} after {steps} RK4 and {taken} Newton "
+                "steps; for d > 1 check integrability_error(x) (a non-conservative field need not give an invertible "
+                "map), or raise steps / newton",
+                SolverWarning,
+                stacklevel=2,
+            )
         return InverseResult(x=x, residual=residual, ode_residual=ode_residual, ode_steps=steps, newton_steps=taken)

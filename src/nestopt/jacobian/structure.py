@@ -11,7 +11,8 @@ Jacobian network to a matrix field :math:`J(x) \\in \\mathbb{R}^{d \\times d}` w
   and a map whose Jacobian it is is strongly monotone, hence a bijection of :math:`\\mathbb{R}^d`.
 * :class:`Lipschitz` ``(k)`` -- :math:`J = k \\tanh(s)\\, A / s` with :math:`s = (\\|A\\|_2^2 + \\delta)^{1/2}`
   (spectral norm, :math:`\\delta` tiny), so :math:`\\|J\\|_2 \\le k \\tanh(s) < k`; for :math:`d = 1` this is
-  :math:`k \\tanh(a)`. A map whose Jacobian it is is :math:`k`-Lipschitz.
+  :math:`k \\tanh(a)`. A map whose Jacobian it is is :math:`k`-Lipschitz. (A relative margin of 16 machine
+  epsilons keeps the computed norm below :math:`k` where :math:`\\tanh` rounds to 1.)
 
 The structure is always one of these objects; strings such as ``"invertible"`` are rejected with a message
 that names the class to use.
@@ -40,6 +41,9 @@ from torch import Tensor
 from nestopt.errors import InvalidArgumentError
 
 __all__ = ["Invertible", "Lipschitz", "Structure", "Unconstrained", "check_structure"]
+
+_ROUNDING_MARGIN = 16.0
+"""``Lipschitz`` scales by ``1 - 16 eps`` so that the bound holds for the rounded matrices too."""
 
 
 class Structure:
@@ -114,8 +118,10 @@ class Lipschitz(Structure):
     def jacobian(self, raw: Tensor, dim: int) -> Tensor:
         a = raw.reshape(*raw.shape[:-1], dim, dim)
         sigma = a[..., 0, 0].abs() if dim == 1 else torch.linalg.svdvals(a)[..., 0]
-        s = torch.sqrt(sigma**2 + torch.finfo(raw.dtype).eps ** 2)
-        return a * (self.k * torch.tanh(s) / s)[..., None, None]
+        eps = torch.finfo(raw.dtype).eps
+        s = torch.sqrt(sigma**2 + eps**2)
+        # tanh(s) rounds to 1 for large s; the margin keeps the computed norm at most k after rounding.
+        return a * (self.k * (1.0 - _ROUNDING_MARGIN * eps) * torch.tanh(s) / s)[..., None, None]
 
 
 def check_structure(structure: object) -> Structure:
