@@ -72,7 +72,7 @@ def test_deep_variant_reports_its_asymmetry() -> None:
     check = net.integrability(x)
     assert float(check.asymmetry.mean()) > 1e-3  # V^T V need not be integrable: not a gradient field
     # the integrand V^T V is still PSD everywhere
-    assert float(torch.linalg.eigvalsh(net.hessian(x)).min()) >= -1e-12
+    assert float(torch.linalg.eigvalsh(net.hessian(x).detach()).min()) >= -1e-12
     jac = net.jacobian(x)
     expected = torch.linalg.matrix_norm(jac - jac.mT) / torch.linalg.matrix_norm(jac)
     torch.testing.assert_close(check.asymmetry, expected.detach())

@@ -132,7 +132,7 @@ def _quiver(ctx: Context, panels: dict[str, dict[str, tuple[Tensor, Tensor]]]) -
     plt = ctx.pyplot()
     if plt is None:
         return
-    fig, axes = plt.subplots(len(panels), 3, figsize=(15, 4.6 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 3, figsize=(16.5, 4.6 * len(panels)), squeeze=False)
     for row, (task, fields) in enumerate(panels.items()):
         pts, truth = fields["truth"]
         vmax = max(float((fields[n][1] - truth).norm(dim=-1).max()) for n in ("ICGN", "ICNN"))
@@ -164,6 +164,7 @@ def _quiver(ctx: Context, panels: dict[str, dict[str, tuple[Tensor, Tensor]]]) -
         "nodes": 8,
         "lr": 1e-2,
         "steps": 2000,
+        "deep_steps": 2000,
         "grid": 41,
         "ablation": True,
     },
@@ -174,7 +175,8 @@ def _quiver(ctx: Context, panels: dict[str, dict[str, tuple[Tensor, Tensor]]]) -
         "deep_hidden": 16,
         "nodes": 8,
         "lr": 1e-2,
-        "steps": 600,
+        "steps": 1000,
+        "deep_steps": 300,
         "grid": 25,
         "ablation": False,
     },
@@ -230,10 +232,11 @@ def icgn_vs_icnn(cfg: dict[str, Any], ctx: Context) -> Outcome:
                             nodes=cfg["nodes"],
                             generator=ctx.generator(base + 3),
                         ).to(DTYPE)
-                        _train_field(deep, deep, x, y, cfg, ctx, "convex deep ICGN")
+                        _train_field(deep, deep, x, y, {**cfg, "steps": cfg["deep_steps"]}, ctx, "convex deep ICGN")
                         deep_check = deep.integrability(xt)
                         metrics["deep_icgn"] = {
                             "hidden": [cfg["deep_hidden"], cfg["deep_hidden"]],
+                            "steps": cfg["deep_steps"],
                             "params": param_count(deep),
                             "rel_error": _rel_error(deep(xt).detach(), yt),
                             "asymmetry_mean": float(deep_check.asymmetry.mean()),
