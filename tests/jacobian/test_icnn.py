@@ -52,7 +52,7 @@ def test_gradient_is_monotone_on_random_pairs() -> None:
     net = _net(12, seed=4)
     gen = torch.Generator().manual_seed(5)
     a, b = 3 * torch.randn(500, 2, dtype=torch.float64, generator=gen), 3 * torch.randn(500, 2, dtype=torch.float64)
-    assert float(((net.gradient(a) - net.gradient(b)) * (a - b)).sum(-1).min()) >= -1e-10
+    assert float(((net.gradient(a) - net.gradient(b)) * (a - b)).sum(-1).min().detach()) >= -1e-10
 
 
 def test_nonnegativity_survives_training_steps() -> None:
@@ -63,7 +63,7 @@ def test_nonnegativity_survives_training_steps() -> None:
         opt.zero_grad()
         net(x).sum().backward()
         opt.step()
-    assert min(float(u.min()) for u in net.raw_weights) < -5  # the unconstrained parameters did go negative
+    assert min(float(u.detach().min()) for u in net.raw_weights) < -5  # the unconstrained parameters did go negative
     assert all(bool((w >= 0).all()) for w in net.nonnegative_weights())
     points = 2 * torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
     hess = torch.func.vmap(torch.func.hessian(net))(points).detach()
