@@ -17,7 +17,19 @@ Example:
     ['l2']
 """
 
-from nestopt import autodiff, bilevel, data, errors, experiments, hparams, hypergrad, linalg, optim, tree
+from nestopt import (
+    autodiff,
+    bilevel,
+    data,
+    errors,
+    experiments,
+    hparams,
+    hypergrad,
+    jacobian,
+    linalg,
+    optim,
+    tree,
+)
 from nestopt.bilevel import BilevelTrainer
 
 __version__ = "0.1.0"
@@ -32,6 +44,7 @@ __all__ = [
     "experiments",
     "hparams",
     "hypergrad",
+    "jacobian",
     "linalg",
     "optim",
     "tree",

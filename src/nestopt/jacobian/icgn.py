@@ -1,0 +1,169 @@
+"""Input convex gradient networks: model :math:`\\nabla\\psi` of a convex :math:`\\psi` through its Hessian.
+
+A learned map :math:`h_\\theta : \\mathbb{R}^d \\to \\mathbb{R}^m` with Jacobian :math:`V(x) = Dh_\\theta(x)` gives
+the positive semi-definite matrix field :math:`H(x) = V(x)^\\top V(x)`, and
+
+.. math::  g(x) = c + \\int_0^1 H(t x)\\, x \\, dt = c + \\int_0^1 V(tx)^\\top \\big(V(tx)\\, x\\big)\\, dt,
+
+computed matrix-free (one JVP and one VJP of :math:`h` per Gauss-Legendre node, all nodes in one ``vmap``).
+
+**One layer: an exact convex gradient.** For :math:`h(x) = \\sigma(Wx + b)` with an elementwise activation,
+:math:`H(x) = W^\\top \\mathrm{diag}\\big(\\sigma'(Wx + b)^2\\big) W` is the Hessian of
+:math:`\\psi(x) = \\sum_j \\phi(w_j^\\top x + b_j)` with :math:`\\phi'' = \\sigma'^2 \\ge 0`; so :math:`g = c +
+\\nabla\\psi - \\nabla\\psi(0)` is the gradient of a convex function, its Jacobian is symmetric PSD, and by
+Brenier's theorem it is an optimal transport map (for the squared distance) from any source density.
+
+**Deeper maps: not guaranteed.** For :math:`h` with two or more layers, :math:`H` is still symmetric PSD at every
+point but need not be a Hessian (it need not be integrable), and then :math:`g` is not a gradient: its Jacobian
+:math:`Dg` is not symmetric. :meth:`ICGN.integrability` reports :math:`\\|Dg - Dg^\\top\\|_F / \\|Dg\\|_F` and the
+smallest eigenvalue of the symmetric part, so that this error is measured rather than assumed away.
+
+Reference: J. Richter-Powell, J. Lorraine and B. Amos, "Input Convex Gradient Networks", 2021.
+
+Example:
+    >>> import torch
+    >>> from nestopt.jacobian import ICGN
+    >>> net = ICGN(2, hidden=8, generator=torch.Generator().manual_seed(0)).double()
+    >>> check = net.integrability(torch.randn(4, 2, dtype=torch.float64))
+    >>> net.exact, bool(check.asymmetry.max() < 1e-12), bool(check.min_eigenvalue.min() > -1e-10)
+    (True, True, True)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nestopt.errors import InvalidArgumentError, ShapeMismatchError
+from nestopt.jacobian._nets import activation_fn, check_dim, check_widths, seeded_linear
+from nestopt.jacobian.quadrature import Vectorize, check_nodes, segment_integral
+
+__all__ = ["ICGN", "Integrability"]
+
+_ACTIVATIONS = ("sigmoid", "tanh", "softplus")
+
+
+@dataclass(frozen=True)
+class Integrability:
+    """How far a vector field :math:`g` is from the gradient of a convex function, point by point.
+
+    Attributes:
+        asymmetry: :math:`\\|Dg - Dg^\\top\\|_F / \\|Dg\\|_F` per point (0 for a gradient field).
+        min_eigenvalue: the smallest eigenvalue of :math:`(Dg + Dg^\\top)/2` per point (:math:`\\ge 0` for a
+            monotone field).
+    """
+
+    asymmetry: Tensor
+    min_eigenvalue: Tensor
+
+
+class ICGN(nn.Module):
+    """An input convex gradient network :math:`g(x) = c + \\int_0^1 V(tx)^\\top V(tx)\\, x\\, dt`.
+
+    Args:
+        dim: input and output dimension :math:`d`.
+        hidden: width of the map :math:`h` (an int: one layer, the exact construction) or the widths of its
+            layers (two or more: the deeper variant, checked with :meth:`integrability`).
+        activation: of :math:`h`: ``"sigmoid"`` (default, the construction of the paper; :math:`g` is bounded),
+            ``"tanh"`` (bounded too), or ``"softplus"`` (then :math:`V = \\mathrm{diag}(\\mathrm{sigmoid}(Wx+b))W`
+            and :math:`g` grows linearly, as a map onto an unbounded target such as a Gaussian must).
+        offset: learn the constant :math:`c = g(0)` (default); otherwise :math:`g(0) = 0`.
+        nodes: Gauss-Legendre nodes of the integral.
+        vectorize: ``"vmap"`` or ``"loop"`` over the nodes.
+        generator: seeds the initial weights.
+
+    Example:
+        >>> net = ICGN(2, hidden=(8, 8), generator=torch.Generator().manual_seed(0))
+        >>> net(torch.randn(5, 2)).shape, net.exact
+        (torch.Size([5, 2]), False)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int | Sequence[int] = 32,
+        *,
+        activation: str = "sigmoid",
+        offset: bool = True,
+        nodes: int = 16,
+        vectorize: Vectorize = "vmap",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = check_dim(dim)
+        self.widths = check_widths(hidden)
+        self.activation = activation
+        self._act = activation_fn(activation, _ACTIVATIONS)
+        self.nodes = check_nodes(nodes)
+        if vectorize not in ("vmap", "loop"):
+            raise InvalidArgumentError(f"vectorize must be 'vmap' or 'loop', got {vectorize!r}")
+        self.vectorize: Vectorize = vectorize
+        sizes = (dim, *self.widths)
+        self.layers = nn.ModuleList(seeded_linear(a, b, generator) for a, b in itertools.pairwise(sizes))
+        self.offset = nn.Parameter(torch.zeros(dim)) if offset else None
+
+    @property
+    def exact(self) -> bool:
+        """Whether :math:`g` is exactly a convex gradient by construction (the single-layer ICGN)."""
+        return len(self.layers) == 1
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, hidden={self.widths}, activation={self.activation!r}, nodes={self.nodes}"
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise InvalidArgumentError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
+        if x.dim() == 0 or x.shape[-1] != self.dim:
+            raise ShapeMismatchError(
+                f"x must have shape (..., {self.dim}) for this ICGN(dim={self.dim}), got {tuple(x.shape)}"
+            )
+        return x
+
+    def feature_map(self, x: Tensor) -> Tensor:
+        """The learned map :math:`h(x)`, whose Jacobian is :math:`V(x)`; shape ``(..., m)``."""
+        for layer in self.layers:
+            x = self._act(layer(x))
+        return x
+
+    def hessian(self, x: Tensor) -> Tensor:
+        """The PSD field :math:`H(x) = V(x)^\\top V(x)`, shape ``(..., d, d)`` (explicit; for checks and plots)."""
+        x = self._check_input(x)
+        flat = x.reshape(-1, self.dim)
+        v = torch.func.vmap(torch.func.jacrev(self.feature_map))(flat)  # (n, m, d)
+        return (v.mT @ v).reshape(*x.shape, self.dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """:math:`g(x) = c + \\int_0^1 V(tx)^\\top V(tx)\\,x\\,dt`, shape ``(..., d)``."""
+        x = self._check_input(x)
+
+        def integrand(t: Tensor) -> Tensor:
+            z = t * x
+            vx = torch.func.jvp(self.feature_map, (z,), (x,))[1]
+            pullback = torch.func.vjp(self.feature_map, z)[1]
+            return pullback(vx)[0]
+
+        g = segment_integral(integrand, nodes=self.nodes, dtype=x.dtype, device=x.device, vectorize=self.vectorize)
+        return g if self.offset is None else g + self.offset
+
+    def jacobian(self, x: Tensor) -> Tensor:
+        """The Jacobian :math:`Dg(x)` of the computed field (forward-mode autodiff), shape ``(..., d, d)``."""
+        x = self._check_input(x)
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        cols = torch.func.vmap(lambda v: torch.func.jvp(self.forward, (x,), (v.expand_as(x),))[1])(eye)
+        return torch.movedim(cols, 0, -1)
+
+    def integrability(self, x: Tensor) -> Integrability:
+        """Check at the points ``x`` whether :math:`g` behaves as a convex gradient there (see :class:`Integrability`).
+
+        For the single-layer ICGN the asymmetry is zero up to rounding and the eigenvalues are non-negative
+        up to quadrature error; for deeper variants both are measured, not guaranteed.
+        """
+        jac = self.jacobian(x).detach()
+        asym = torch.linalg.matrix_norm(jac - jac.mT) / torch.linalg.matrix_norm(jac).clamp_min(
+            torch.finfo(jac.dtype).tiny
+        )
+        return Integrability(asymmetry=asym, min_eigenvalue=torch.linalg.eigvalsh(0.5 * (jac + jac.mT))[..., 0])
