@@ -22,6 +22,7 @@ from typing import Any
 
 from nestopt import experiments
 from nestopt.errors import NestoptError
+from nestopt.experiments.registry import claims_table
 
 __all__ = ["main"]
 
@@ -35,17 +36,6 @@ def _parse_override(text: str) -> tuple[str, Any]:
     except (ValueError, SyntaxError):
         value = raw
     return key, value
-
-
-def _claims_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    def fmt(x: Any) -> str:
-        return f"{x:.4g}" if isinstance(x, float) else str(x)
-
-    lines = ["| experiment | claim | passed | value | threshold |", "|---|---|---|---|---|"]
-    for name, c in rows:
-        ok = "yes" if c["passed"] else "NO"
-        lines.append(f"| {name} | {c['name']} | {ok} | {fmt(c['value'])} | {fmt(c['threshold'])} |")
-    return "\n".join(lines)
 
 
 def _cmd_list(_: argparse.Namespace) -> int:
@@ -63,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.name == "all" and overrides:
         raise NestoptError("--set applies to one experiment; it cannot be combined with `run all`")
     base = Path(args.out) if args.out else Path("runs") / ("all" if args.name == "all" else args.name)
-    rows: list[tuple[str, dict[str, Any]]] = []
+    rows: list[tuple[str | None, dict[str, Any]]] = []
     summary = []
     for name in targets:
         out = base / name if args.name == "all" else base
@@ -71,12 +61,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = experiments.run(name, quick=args.quick, seed=args.seed, out_dir=out, overrides=overrides)
         rows += [(name, c) for c in result["claims"]]
         summary.append({"experiment": name, "seconds": result["seconds"], "claims": result["claims"]})
-        print(_claims_table([(name, c) for c in result["claims"]]))
+        print(claims_table([(name, c) for c in result["claims"]]))
         print(f"   {result['seconds']:.1f} s; report: {out / 'report.md'}", flush=True)
     if args.name == "all":
-        (base / "summary.md").write_text(_claims_table(rows) + "\n")
+        (base / "summary.md").write_text(claims_table(rows) + "\n")
         (base / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print("\n" + _claims_table(rows))
+        print("\n" + claims_table(rows))
     failed = [(n, c["name"]) for n, c in rows if not c["passed"]]
     if failed:
         print(f"\n{len(failed)} claim(s) failed: " + "; ".join(f"{n}: {c}" for n, c in failed), file=sys.stderr)

@@ -44,6 +44,7 @@ __all__ = [
     "Context",
     "Experiment",
     "Outcome",
+    "claims_table",
     "experiment",
     "get",
     "names",
@@ -274,6 +275,25 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _cell(x: Any) -> str:
+    if isinstance(x, list):
+        text = "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in x) + "]"
+    else:
+        text = f"{x:.4g}" if isinstance(x, float) else str(x)
+    return text.replace("|", "\\|")
+
+
+def claims_table(rows: list[tuple[str | None, dict[str, Any]]]) -> str:
+    """A markdown table of claims (``Claim.as_dict()`` form), with an experiment column when names are given."""
+    named = any(name is not None for name, _ in rows)
+    head = ["experiment"] * named + ["claim", "passed", "value", "threshold"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, c in rows:
+        cells = [name or ""] * named + [c["name"], "yes" if c["passed"] else "**NO**", c["value"], c["threshold"]]
+        lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    return "\n".join(lines)
+
+
 def _report(result: dict[str, Any]) -> str:
     lines = [
         f"# {result['experiment']}",
@@ -285,17 +305,8 @@ def _report(result: dict[str, Any]) -> str:
         f"Seed {result['config']['seed']}, {'quick' if result['config']['quick'] else 'full'} run, "
         f"{result['seconds']:.1f} s.",
         "",
-        "| claim | passed | value | threshold |",
-        "|---|---|---|---|",
+        claims_table([(None, c) for c in result["claims"]]),
     ]
-    for c in result["claims"]:
-
-        def fmt(x: Any) -> str:
-            return f"{x:.4g}" if isinstance(x, float) else str(x)
-
-        lines.append(
-            f"| {c['name']} | {'yes' if c['passed'] else '**no**'} | {fmt(c['value'])} | {fmt(c['threshold'])} |"
-        )
     if result.get("notes"):
         lines += ["", result["notes"]]
     for fig in result["figures"]:
