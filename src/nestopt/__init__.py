@@ -17,7 +17,7 @@ Example:
     ['l2']
 """
 
-from nestopt import autodiff, data, errors, experiments, tree
+from nestopt import autodiff, data, errors, experiments, games, optim, tree
 
 __version__ = "0.1.0"
 
@@ -27,5 +27,7 @@ __all__ = [
     "data",
     "errors",
     "experiments",
+    "games",
+    "optim",
     "tree",
 ]

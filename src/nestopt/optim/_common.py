@@ -58,7 +58,9 @@ def check_coefficient(value: Any, name: str, *, allow_complex: bool = True) -> c
     """
     if isinstance(value, tuple) and allow_complex:
         if len(value) != 2 or not all(_is_number(v) and not isinstance(v, complex) for v in value):
-            raise InvalidArgumentError(f"{name} given as a tuple must be (magnitude, phase) of two reals, got {value!r}")
+            raise InvalidArgumentError(
+                f"{name} given as a tuple must be (magnitude, phase) of two reals, got {value!r}"
+            )
         magnitude, phase = float(value[0]), float(value[1])
         if not (math.isfinite(magnitude) and math.isfinite(phase)):
             raise InvalidArgumentError(f"Invalid {name}: (magnitude, phase)={value!r}; both must be finite")

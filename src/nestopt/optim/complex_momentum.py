@@ -111,7 +111,7 @@ class ComplexMomentum(ValidatedOptimizer):
         warn_if_not_decaying(group["beta"], "beta", stacklevel=5)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
         loss = None
         if closure is not None:
@@ -173,12 +173,12 @@ def complex_momentum(
             torch._foreach_add_(params, momentum_imag, alpha=-ai)
         return
     for p, g, re, im in zip(params, grads, momentum_real, momentum_imag):
-        old_im = im * bi if bi != 0 else None
+        im_times_bi = im * bi if bi != 0 else None
         if bi != 0:
             im.mul_(br).add_(re, alpha=bi)
         re.mul_(br)
-        if old_im is not None:
-            re.sub_(old_im)
+        if im_times_bi is not None:
+            re.sub_(im_times_bi)
         re.sub_(g)
         p.add_(re, alpha=ar)
         if ai != 0:
@@ -253,7 +253,7 @@ class ComplexAdam(ValidatedOptimizer):
         warn_if_not_decaying(group["betas"][0], "beta1", stacklevel=5)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
         loss = None
         if closure is not None:
@@ -355,15 +355,15 @@ def complex_adam(
         return
     for i, (p, g, re, im, sq) in enumerate(zip(params, grads, exp_avg_real, exp_avg_imag, exp_avg_sq)):
         cr, ci, bias2_sqrt = corrections[i]
-        old_im = im * bi if bi != 0 else None
+        im_times_bi = im * bi if bi != 0 else None
         if bi != 0:
             im.mul_(br).add_(re, alpha=bi).sub_(g, alpha=bi)
         re.mul_(br).add_(g, alpha=1 - br)
-        if old_im is not None:
-            re.sub_(old_im)
+        if im_times_bi is not None:
+            re.sub_(im_times_bi)
         sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        denom = (sq.sqrt() / bias2_sqrt).add_(eps)
+        denominator = (sq.sqrt() / bias2_sqrt).add_(eps)
         real_mhat = re * cr
         if ci != 0:
             real_mhat.add_(im, alpha=ci)
-        p.addcdiv_(real_mhat, denom, value=-lr)
+        p.addcdiv_(real_mhat, denominator, value=-lr)

@@ -105,7 +105,7 @@ class ExtraGradient(torch.optim.Optimizer):
         self.base.step()
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """A full extragradient step with ``closure``, or the second half after :meth:`extrapolate`.
 
         Returns the closure's value at :math:`w_t` (``None`` without a closure).

@@ -90,7 +90,7 @@ class HeavyBall(ValidatedOptimizer):
         warn_if_not_decaying(group["momentum"], "momentum", stacklevel=5)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
         loss = None
         if closure is not None:

@@ -84,7 +84,7 @@ class OptimisticSGD(ValidatedOptimizer):
         group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
         loss = None
         if closure is not None:
@@ -175,7 +175,7 @@ class OptimisticAdam(ValidatedOptimizer):
         group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
         loss = None
         if closure is not None:
