@@ -125,6 +125,7 @@ class GameLinearization:
         _check_twice_differentiable(xi, what)
         game.counter.grads += game.n_players
         game.last_losses = [v.detach() for v in self.losses]
+        game.last_player_losses = dict(enumerate(game.last_losses))
 
     def _grad(
         self, outputs: list[Tensor], inputs: list[Tensor], cotangents: list[Tensor] | None, **kw: Any
@@ -241,7 +242,9 @@ class Game:
         """Derivative evaluations so far: ``grads`` counts player gradients :math:`\\nabla_{\\theta_i} L_i` (a
         full :math:`\\xi` is ``n_players`` of them), ``hvps`` Jacobian-vector products."""
         self.last_losses: list[Tensor] = []
-        """The players' losses at the point where a gradient was last taken."""
+        """The players' losses at the point where the last full :math:`\\xi` (or linearization) was taken."""
+        self.last_player_losses: dict[int, Tensor] = {}
+        """The losses evaluated with the last gradient, by player (one player's gradient may evaluate only its own)."""
 
     # -- structure ---------------------------------------------------------------------------------------
     @property
@@ -334,6 +337,15 @@ class Game:
             values = [f(params, batch) for f in self._losses]
         return [check_loss_value(v, f"the loss of player {name!r}") for v, name in zip(values, self.names)]
 
+    def _evaluate_some(self, params: list[Tree], batch: Any, players: list[int]) -> dict[int, Tensor]:
+        """The losses of ``players`` only, when each player has its own loss function (saves work)."""
+        if self._losses is None or len(players) == self.n_players:
+            values = self._evaluate(params, batch)
+            return {i: values[i] for i in players}
+        return {
+            i: check_loss_value(self._losses[i](params, batch), f"the loss of player {self.names[i]!r}") for i in players
+        }
+
     def losses(self, params: Sequence[Mapping[str, Tensor]] | None = None, batch: Any = None) -> list[Tensor]:
         """Every player's loss (detached).
 
@@ -365,7 +377,7 @@ class Game:
         wanted = list(players)
         flat: list[Tensor] = [torch.zeros_like(x) for x in leaves]
         with torch.enable_grad():
-            losses = self._evaluate(self._to_trees(leaves), batch)
+            losses = self._evaluate_some(self._to_trees(leaves), batch, wanted)
             for n_done, i in enumerate(wanted):
                 own = [leaves[k] for k in self._player_index[i]]
                 if losses[i].requires_grad:
@@ -374,7 +386,9 @@ class Game:
                         if g is not None:
                             flat[k] = g.detach()
         self.counter.grads += len(wanted)
-        self.last_losses = [v.detach() for v in losses]
+        self.last_player_losses = {i: v.detach() for i, v in losses.items()}
+        if len(losses) == self.n_players:
+            self.last_losses = [losses[i].detach() for i in range(self.n_players)]
         return self._to_trees(flat)
 
     def hamiltonian(self, params: Sequence[Mapping[str, Tensor]] | None = None, batch: Any = None) -> Tensor:

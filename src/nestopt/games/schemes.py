@@ -120,7 +120,8 @@ def alternating(
 ) -> list[Tensor]:
     """The players step in turn (player 0 first), each from the gradient at the newest parameters.
 
-    ``optimizers[i]`` must step exactly player ``i``'s tensors. Returns the losses before the step.
+    ``optimizers[i]`` must step exactly player ``i``'s tensors. Returns each player's loss at the point where
+    it took its gradient.
     """
     opts = _as_list(optimizers)
     if len(opts) != game.n_players:
@@ -131,8 +132,7 @@ def alternating(
     losses: list[Tensor] = []
     for i, opt in enumerate(opts):
         _write_grads(game, _direction(game, rule, batch, i), [i])
-        if i == 0:
-            losses = game.last_losses
+        losses.append(game.last_player_losses[i])
         if isinstance(opt, ExtraGradient):
             opt.extrapolate()
             _write_grads(game, _direction(game, rule, batch, i), [i])

@@ -149,20 +149,22 @@ def mixture_gan(
     gen = mlp([latent_dim] + [hidden] * layers + [2], ensemble=ensemble, generator=generator, dtype=dtype)
     disc = mlp([2] + [hidden] * layers + [1], ensemble=ensemble, generator=generator, dtype=dtype)
 
-    def losses(p: list[Tree], batch: Any) -> list[Tensor]:
+    # one function per player, so that a player's gradient evaluates only its own loss
+    def loss_g(p: list[Tree], batch: Any) -> Tensor:
+        _, noise = batch
+        return F.softplus(-_forward(p[1], _forward(p[0], noise))).mean(dim=(1, 2)).sum()
+
+    def loss_d(p: list[Tree], batch: Any) -> Tensor:
         real, noise = batch
-        fake = _forward(p[0], noise)
-        d_real, d_fake = _forward(p[1], real), _forward(p[1], fake)
-        loss_d = (F.softplus(-d_real).mean(dim=(1, 2)) + F.softplus(d_fake).mean(dim=(1, 2))).sum()
-        loss_g = F.softplus(-d_fake).mean(dim=(1, 2)).sum()
-        return [loss_g, loss_d]
+        d_real, d_fake = _forward(p[1], real), _forward(p[1], _forward(p[0], noise))
+        return (F.softplus(-d_real).mean(dim=(1, 2)) + F.softplus(d_fake).mean(dim=(1, 2))).sum()
 
     def sample_batch(g: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         real = sample_mixture(centers, std, batch_size, generator=g, batch_shape=(ensemble,))
         noise = torch.randn(ensemble, batch_size, latent_dim, generator=g, dtype=dtype)
         return real, noise
 
-    game = Game([gen, disc], losses, names=["generator", "discriminator"])
+    game = Game([gen, disc], [loss_g, loss_d], names=["generator", "discriminator"])
 
     def generate(n: int, g: torch.Generator | None = None) -> Tensor:
         with torch.no_grad():
