@@ -93,7 +93,9 @@ def ipd(cfg: dict[str, Any], ctx: Context) -> Outcome:
             "naive learners: |average reward per step + 2| (median over seeds)", abs(naive["median_reward"] + 2), 0.05
         ),
         Claim.at_least("LOLA reward minus naive reward (mean over seeds)", lola["reward"] - naive["reward"], 0.5),
-        Claim.at_least("LOLA reciprocity P(C|opponent C) - P(C|opponent D) (mean over seeds)", lola["reciprocity"], 0.5),
+        Claim.at_least(
+            "LOLA reciprocity P(C|opponent C) - P(C|opponent D) (mean over seeds)", lola["reciprocity"], 0.5
+        ),
     ]
     _plot(ctx, runs)
     return Outcome(metrics=metrics, claims=claims)

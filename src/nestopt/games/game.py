@@ -333,8 +333,7 @@ class Game:
             if len(values) != self.n_players:
                 raise InvalidArgumentError(f"the joint loss returned {len(values)} values for {self.n_players} players")
         else:
-            assert self._losses is not None
-            values = [f(params, batch) for f in self._losses]
+            values = [f(params, batch) for f in self._losses or []]
         return [check_loss_value(v, f"the loss of player {name!r}") for v, name in zip(values, self.names)]
 
     def _evaluate_some(self, params: list[Tree], batch: Any, players: list[int]) -> dict[int, Tensor]:
@@ -343,7 +342,8 @@ class Game:
             values = self._evaluate(params, batch)
             return {i: values[i] for i in players}
         return {
-            i: check_loss_value(self._losses[i](params, batch), f"the loss of player {self.names[i]!r}") for i in players
+            i: check_loss_value(self._losses[i](params, batch), f"the loss of player {self.names[i]!r}")
+            for i in players
         }
 
     def losses(self, params: Sequence[Mapping[str, Tensor]] | None = None, batch: Any = None) -> list[Tensor]:
