@@ -233,7 +233,8 @@ def _plot(ctx: Context, results: dict[str, dict[str, Any]]) -> None:
         for k, (name, r) in enumerate(per.items()):
             evals = [t[0] for t in r["trace"]]
             dist = [max(t[1], 1e-16) for t in r["trace"]]
-            ax.semilogy(evals, dist, color=cmap(k), lw=2.2 if "omplex" in name else 1.2, label=name)
+            style = "--" if "alternating" in name else (":" if k >= len(per) - 5 else "-")
+            ax.semilogy(evals, dist, style, color=cmap(k), lw=2.2 if "omplex" in name else 1.3, label=name)
         ax.set_xlabel("gradient evaluations (a Jacobian-vector product counts 2)")
         ax.set_ylabel("distance to the equilibrium")
         ax.set_title(game)

@@ -104,7 +104,7 @@ def _plot(ctx: Context, runs: dict[str, dict[str, Any]]) -> None:
         ax.set_xlim(-3, 3)
         ax.set_ylim(-3, 3)
         ax.set_aspect("equal")
-        ax.set_title(f"{name}\n{r['modes']:.2f} modes covered, {r['high_quality']:.2f} of samples near a mode")
+        ax.set_title(f"{name}\n{r['modes']:.2f} modes, {r['high_quality']:.2f} near a mode")
     axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle("GAN on 8 Gaussians: samples after the same budget (means over seeds in the titles)")
     ctx.savefig(fig, "samples")

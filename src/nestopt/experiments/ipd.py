@@ -23,8 +23,7 @@ from nestopt.experiments.registry import Claim, Context, Outcome, experiment
 from nestopt.games import LOLA, zoo
 
 PAPER_LOLA = (
-    "Foerster, Chen, Al-Shedivat, Whiteson, Abbeel, Mordatch. Learning with Opponent-Learning Awareness. AAMAS 2018 "
-    "(the zoo and the rules of nestopt.games)"
+    "Foerster, Chen, Al-Shedivat, Whiteson, Abbeel, Mordatch. Learning with Opponent-Learning Awareness. AAMAS 2018"
 )
 STATE_NAMES = ("start", "CC", "CD", "DC", "DD")
 
