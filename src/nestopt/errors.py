@@ -20,6 +20,7 @@ __all__ = [
     "NestoptError",
     "NestoptWarning",
     "NonFiniteError",
+    "OptimizerWarning",
     "ShapeMismatchError",
     "SolverDivergedError",
     "SolverWarning",
@@ -62,3 +63,7 @@ class NestoptWarning(UserWarning):
 
 class SolverWarning(NestoptWarning, RuntimeWarning):
     """A solver stopped without converging, diverged, or found negative curvature."""
+
+
+class OptimizerWarning(NestoptWarning, RuntimeWarning):
+    """An optimizer was configured so that it usually fails to converge, for instance momentum with |beta| >= 1."""

@@ -1,0 +1,43 @@
+"""Differentiable games: the :class:`Game` API, update schemes, game-aware rules, dynamics and a zoo.
+
+* :class:`Game`: players' parameter trees and losses; the simultaneous gradient :math:`\\xi`, the game
+  Jacobian (dense, or as products), its symmetric and antisymmetric parts, the Hamiltonian.
+* :func:`simultaneous` / :func:`alternating` (:mod:`nestopt.games.schemes`): step the players with any
+  ``torch.optim`` optimizers, e.g. :class:`nestopt.optim.ComplexMomentum`.
+* :mod:`nestopt.games.rules`: consensus optimization, SGA, LookAhead, LOLA, SOS.
+* :mod:`nestopt.games.dynamics`: augmented linear operators, spectral radii, tuning by predicted rate.
+* :mod:`nestopt.games.zoo`: bilinear games, Dirac-GAN, matching pennies, the IPD, GANs on mixtures, ...
+
+Example:
+    >>> import torch
+    >>> from nestopt import games, optim
+    >>> game = games.zoo.dirac_gan(init=1.0)
+    >>> opts = [optim.ComplexMomentum(game.parameters(i), lr=0.5, beta=(0.68, 1.0)) for i in range(2)]
+    >>> for _ in range(500):
+    ...     _ = game.step(opts)
+    >>> game.distance() < 1e-3
+    True
+"""
+
+from nestopt.games import dynamics, rules, schemes, zoo
+from nestopt.games.game import Game, GameLinearization
+from nestopt.games.rules import LOLA, SGA, SOS, Consensus, Gradient, LookAhead, Rule
+from nestopt.games.schemes import alternating, simultaneous
+
+__all__ = [
+    "LOLA",
+    "SGA",
+    "SOS",
+    "Consensus",
+    "Game",
+    "GameLinearization",
+    "Gradient",
+    "LookAhead",
+    "Rule",
+    "alternating",
+    "dynamics",
+    "rules",
+    "schemes",
+    "simultaneous",
+    "zoo",
+]

@@ -1,0 +1,140 @@
+"""Heavy-ball momentum with any real coefficient in (-1, 1), negative momentum included.
+
+``torch.optim.SGD`` refuses ``momentum < 0``. Negative momentum (Gidel et al., 2019) damps the rotation of
+adversarial games: with *alternating* updates it makes bilinear games converge, which neither plain
+gradient descent-ascent nor positive momentum does. :class:`HeavyBall` is the heavy-ball method for any
+real coefficient,
+
+.. math::  b \\leftarrow \\beta b + g, \\qquad w \\leftarrow w - \\mathrm{lr}\\, b,
+
+identical to ``torch.optim.SGD(lr=lr, momentum=beta)`` (no dampening, no Nesterov) for ``beta >= 0``.
+It is the real special case of :class:`~nestopt.optim.ComplexMomentum` with one real buffer instead of two.
+
+References:
+    Gidel, Askari Hemmat, Pezeshki, Le Priol, Huang, Lacoste-Julien, Mitliagkas. Negative Momentum for
+    Improved Game Dynamics. AISTATS 2019.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nestopt.optim._common import (
+    ValidatedOptimizer,
+    check_coefficient,
+    check_lr,
+    check_nonnegative,
+    grads_of_group,
+    use_foreach,
+    warn_if_not_decaying,
+    with_weight_decay,
+)
+
+__all__ = ["HeavyBall", "heavy_ball"]
+
+
+class HeavyBall(ValidatedOptimizer):
+    """SGD with heavy-ball momentum of any real sign (negative momentum allowed).
+
+    .. math::  b \\leftarrow \\beta b + g, \\qquad w \\leftarrow w - \\mathrm{lr}\\, b
+
+    Args:
+        params: parameters or parameter groups.
+        lr: the step size.
+        momentum: the real coefficient :math:`\\beta`; ``|momentum| >= 1`` warns
+            (:class:`~nestopt.errors.OptimizerWarning`).
+        weight_decay: L2 penalty added to the gradient.
+        maximize: ascend instead of descend.
+        foreach: use the fused ``torch._foreach_*`` kernels (default: only on CUDA).
+
+    Example:
+        >>> import torch
+        >>> from nestopt.optim import HeavyBall
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = HeavyBall([w], lr=0.4, momentum=-0.2)
+        >>> for _ in range(100):
+        ...     opt.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     opt.step()
+        >>> bool(w.abs().max() < 1e-4)
+        True
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        momentum: float = 0.0,
+        *,
+        weight_decay: float = 0.0,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        defaults = {
+            "lr": check_lr(lr),
+            "momentum": check_coefficient(momentum, "momentum", allow_complex=False).real,
+            "weight_decay": check_nonnegative(weight_decay, "weight_decay"),
+            "maximize": bool(maximize),
+            "foreach": foreach,
+        }
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        group["lr"] = check_lr(group["lr"])
+        group["momentum"] = check_coefficient(group["momentum"], "momentum", allow_complex=False).real
+        group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
+        warn_if_not_decaying(group["momentum"], "momentum", stacklevel=5)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = grads_of_group(group, "HeavyBall")
+            if not params:
+                continue
+            bufs = []
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                bufs.append(state["momentum_buffer"])
+            heavy_ball(
+                params,
+                grads,
+                bufs,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
+                foreach=use_foreach(group, params),
+            )
+        return loss
+
+
+def heavy_ball(
+    params: list[Tensor],
+    grads: list[Tensor],
+    buffers: list[Tensor],
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float = 0.0,
+    foreach: bool = False,
+) -> None:
+    """The functional kernel of :class:`HeavyBall`: updates params and buffers in place."""
+    grads = with_weight_decay(params, grads, weight_decay, foreach)
+    if foreach:
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, grads)
+        torch._foreach_add_(params, buffers, alpha=-lr)
+        return
+    for p, g, b in zip(params, grads, buffers):
+        b.mul_(momentum).add_(g)
+        p.add_(b, alpha=-lr)
