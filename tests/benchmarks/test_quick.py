@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import BENCHMARKS
+from tests.benchmarks.conftest import BENCHMARKS
 
 SCRIPTS = {
     "hypergrad_speed": [],

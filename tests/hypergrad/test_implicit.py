@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from conftest import directional_fd, random_direction
 from nestopt import hypergrad, linalg, tree
 from nestopt.errors import NonFiniteError, ShapeMismatchError, SolverWarning, UnsupportedError
+from tests.hypergrad.conftest import directional_fd, random_direction
 
 
 def test_inner_solution_is_a_strict_minimum(mlp):

@@ -278,8 +278,12 @@ def _versions() -> dict[str, str]:
 def _cell(x: Any) -> str:
     if isinstance(x, list):
         text = "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in x) + "]"
+    elif isinstance(x, float):
+        text = f"{x:.4g}"
+        if float(text) != x and float(text) == round(x):  # 0.99999994 must not read as 1
+            text = f"{x:.10g}"
     else:
-        text = f"{x:.4g}" if isinstance(x, float) else str(x)
+        text = str(x)
     return text.replace("|", "\\|")
 
 
