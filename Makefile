@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
-DEMO ?= hypergrad-accuracy
+DEMO ?= flagship
 DEMO_OUT ?= runs/demo
 
 .PHONY: demo test lint typecheck pytest bench venv clean

@@ -59,3 +59,15 @@ def test_json_is_strict():
     with pytest.raises(ValueError):
         json.dumps(float("nan"), allow_nan=False)
     assert experiments.to_json({"a": float("nan"), "b": [1.0, float("inf")]}) == {"a": "nan", "b": [1.0, "inf"]}
+
+
+def test_run_prints_the_experiments_notes(tmp_path, capsys):
+    @experiments.experiment("test-notes", paper="-", summary="has notes", full={}, quick={})
+    def noted(cfg, ctx):
+        return Outcome({}, [Claim.holds("ok", True)], notes="| run | value |\n|---|---|\n| a | 1 |")
+
+    try:
+        assert cli.main(["run", "test-notes", "--out", str(tmp_path)]) == 0
+        assert "| a | 1 |" in capsys.readouterr().out
+    finally:
+        _REGISTRY.pop("test-notes")

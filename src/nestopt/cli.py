@@ -62,6 +62,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         rows += [(name, c) for c in result["claims"]]
         summary.append({"experiment": name, "seconds": result["seconds"], "claims": result["claims"]})
         print(claims_table([(name, c) for c in result["claims"]]))
+        if result.get("notes"):
+            print("\n" + result["notes"])
         print(f"   {result['seconds']:.1f} s; report: {out / 'report.md'}", flush=True)
     if args.name == "all":
         (base / "summary.md").write_text(claims_table(rows) + "\n")

@@ -155,3 +155,20 @@ def test_learning_rate_is_tuned_by_unrolling():
     )  # fmt: skip
     trainer.fit(*_loaders(d)[:2], outer_steps=5, progress=False)
     assert float(lr.value(trainer.hparams).detach()) != pytest.approx(0.05)
+
+
+def test_warm_start_keeps_no_gradients_or_initial_copy_between_steps():
+    d, net = _setup()
+    trainer = nestopt.BilevelTrainer(
+        net, CE, [hparams.WeightDecay(net, per="parameter", init=1e-2)],
+        hypergrad=hypergrad.Implicit(solver=linalg.Neumann(steps=3, alpha=0.1)), inner_steps_per_outer=3,
+    )  # fmt: skip
+    train, val, _ = _loaders(d)
+    trainer.fit(train, val, outer_steps=2, progress=False)
+    # gradients are freed once used: the weights' before the hypergradient, the hypergradient after its step
+    assert all(p.grad is None for p in trainer.params.values())
+    assert all(h.grad is None for h in trainer.hparams.values())
+    # no copy of the initial weights was kept, so cold start cannot be switched on afterwards without one
+    trainer.warm_start = False
+    with pytest.raises(InvalidArgumentError, match="cold start needs the initial weights"):
+        trainer.fit(train, val, outer_steps=3, progress=False)

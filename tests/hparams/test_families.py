@@ -186,3 +186,45 @@ def test_bad_family_arguments():
         aug = hparams.AugmentationNet(torch.nn.Linear(4, 2).double())
         obj = hparams.Objective(net, torch.nn.functional.cross_entropy, [aug])
         obj.inner_loss(obj.params(), obj.init_hparams(), _data()[:2])
+
+
+def test_centered_augmentation_is_a_pure_perturbation():
+    aug_net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4)).double()
+    x, y, _ = _data()
+    h = {f"augment/{k}": v.detach() for k, v in aug_net.named_parameters()}
+    # no noise: no augmentation at all, whatever the network
+    still = hparams.AugmentationNet(aug_net, centered=True)
+    assert torch.equal(still.transform_batch(h, (x, y))[0], x)
+    # with noise: x + T(x + sigma eps) - T(x), eps from the family's generator
+    aug = hparams.AugmentationNet(aug_net, noise=0.5, centered=True, seed=3)
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=D)
+    expected = x + aug_net(x + 0.5 * eps) - aug_net(x)
+    torch.testing.assert_close(aug.transform_batch(h, (x, y))[0], expected.detach())
+    with pytest.raises(InvalidArgumentError, match="needs residual=True"):
+        hparams.AugmentationNet(aug_net, residual=False, centered=True)
+
+
+def test_centered_augmentation_gradient_matches_finite_differences():
+    net = _net()
+    aug = hparams.AugmentationNet(
+        torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4)).double(),
+        noise=0.5, centered=True, seed=3,
+    )  # fmt: skip
+    obj = hparams.Objective(net, torch.nn.functional.cross_entropy, [aug])
+    h0 = obj.init_hparams()
+    start = aug.state_dict()
+    batch = _data()[:2]
+
+    def loss(h):
+        aug.load_state_dict(start)  # the same noise at every evaluation
+        return obj.inner_loss(obj.params(), h, batch)
+
+    grads = tree.detach(torch.func.grad(loss)(h0))
+    d = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(4), dtype=D) for k, v in h0.items()}
+    eps = 1e-6
+    with torch.no_grad():
+        fd = (float(loss(tree.axpy(eps, d, h0))) - float(loss(tree.axpy(-eps, d, h0)))) / (2 * eps)
+    assert float(tree.dot(grads, d)) == pytest.approx(fd, rel=1e-6)
+    # the output bias cancels in T(x + sigma eps) - T(x); every other weight moves the loss
+    assert float(grads["augment/2.bias"].abs().max()) == 0
+    assert all(float(g.abs().max()) > 0 for k, g in grads.items() if k != "augment/2.bias")

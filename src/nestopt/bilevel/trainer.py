@@ -132,7 +132,10 @@ class BilevelTrainer:
         self.warm_start = bool(warm_start)
         self.seed = seed
         self.params: Tree = self.objective.params()
-        self._init = init if init is not None else tree.clone(self.params)
+        # a copy of the initial weights only where cold start will need it (it costs one model's memory)
+        self._init: Tree | Callable[[int], Tree] | None = init
+        if init is None and not self.warm_start:
+            self._init = tree.clone(self.params)
         if isinstance(self._init, dict):
             tree.check_like(self.params, self._init, "model parameters", "init")
         self.hparams: Tree = {k: v.requires_grad_(True) for k, v in self.objective.init_hparams().items()}
@@ -157,6 +160,10 @@ class BilevelTrainer:
 
     # -- the loop ----------------------------------------------------------------------------------
     def _reinitialize(self) -> None:
+        if self._init is None:  # built with warm_start=True and switched to cold start since
+            raise InvalidArgumentError(
+                "cold start needs the initial weights: build the trainer with warm_start=False or pass init="
+            )
         init = self._init(self.outer_step) if callable(self._init) else self._init
         with torch.no_grad():
             for k, p in self.params.items():
@@ -181,6 +188,8 @@ class BilevelTrainer:
             self.inner_opt.step()
             self.inner_step += 1
             losses.append(float(loss.detach()))
+        # the weights' gradients are not needed until the next inner phase: free them for the hypergradient
+        self.inner_opt.zero_grad(set_to_none=True)
         return losses
 
     def _hypergradient(self, train: BatchStream, val: BatchStream) -> tuple[HypergradResult, list[float]]:
@@ -278,6 +287,7 @@ class BilevelTrainer:
             for k, h in self.hparams.items():
                 h.grad = res.grads[k].to(h.dtype)
             self.outer_opt.step()
+            self.outer_opt.zero_grad(set_to_none=True)  # free the hypergradient until the next outer step
             if not tree.all_finite(tree.detach(self.hparams)):
                 raise NonFiniteError(f"a hyperparameter became non-finite at outer step {self.outer_step}")
             self.outer_step += 1

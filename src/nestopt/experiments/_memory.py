@@ -1,0 +1,143 @@
+"""Exact peak memory of tensor storages, on any device, in-process.
+
+:class:`PeakMemory` is a ``TorchDispatchMode``: it sees every tensor an operator returns (backward passes
+included), keeps a weak reference to its storage, and sums the bytes of the storages still alive. Tensors
+that existed before the measured region (the model, the data) are counted when handed to :meth:`add` (or
+``count=`` at construction), so that the peak can be the whole footprint of a training run, as
+``torch.cuda.max_memory_allocated`` reports it on a GPU, and not only the extra memory the region needs:
+
+.. math::  \\text{peak} = \\max_t \\sum_{s \\text{ alive at } t} \\text{bytes}(s), \\qquad
+           \\text{extra} = \\text{peak} - \\text{baseline}
+
+where ``baseline`` is the bytes of the counted tensors alive when the region starts. Allocator rounding and
+caching are not modelled: the figures are tensor bytes, exactly.
+
+:func:`peak_memory` measures a callable; on CUDA it uses ``torch.cuda.max_memory_allocated`` instead.
+
+Example:
+    >>> import torch
+    >>> from nestopt.experiments._memory import PeakMemory
+    >>> w = torch.zeros(1000)  # 4000 bytes that exist before the region
+    >>> with PeakMemory(count=[w]) as mem:
+    ...     a = torch.ones(1000)
+    ...     b = a * 2  # a and b alive together: 8000 extra bytes
+    ...     del a, b
+    ...     c = torch.ones(500)
+    >>> mem.baseline, mem.peak, mem.extra
+    (4000, 12000, 8000)
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+__all__ = ["PeakMemory", "peak_memory"]
+
+
+class PeakMemory(TorchDispatchMode):
+    """Track the bytes of live tensor storages inside a ``with`` block and their peak.
+
+    Args:
+        count: tensors that exist before the block and belong to the measured footprint (model weights,
+            data); their storages are counted until they die.
+
+    Attributes:
+        baseline: bytes of the ``count`` tensors when they were added.
+        current: bytes of the tracked storages alive now (storages freed since the last operator are dropped
+            when it is read).
+        peak: the largest ``current`` seen.
+        extra: ``peak - baseline``: what the block needed beyond the counted tensors.
+    """
+
+    def __init__(self, *, count: Iterable[torch.Tensor] = ()) -> None:
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self._current = 0
+        self.peak = 0
+        self.baseline = 0
+        self.baseline += self.add(count)
+
+    @property
+    def current(self) -> int:
+        self._collect()
+        return self._current
+
+    @property
+    def extra(self) -> int:
+        return self.peak - self.baseline
+
+    def add(self, tensors: Iterable[Any]) -> int:
+        """Count the storages of ``tensors`` (anything else is ignored) from now on; returns the bytes added."""
+        added = 0
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                added += self._track(t)
+        self.peak = max(self.peak, self._current)
+        return added
+
+    def _track(self, t: torch.Tensor) -> int:
+        if t.device.type == "meta":
+            return 0
+        try:
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+        except (RuntimeError, NotImplementedError):  # a functorch wrapper: its real tensor is seen at a lower level
+            return 0
+        nbytes = storage.nbytes()
+        if key in self.live or nbytes == 0:
+            return 0
+        self.live[key] = (StorageWeakRef(storage), nbytes)
+        self._current += nbytes
+        return nbytes
+
+    def _collect(self) -> None:
+        dead = [k for k, (ref, _) in self.live.items() if ref.expired()]
+        for k in dead:
+            self._current -= self.live.pop(k)[1]
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        # storages freed since the last operator are dropped first: a new storage may reuse their address
+        self._collect()
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self._track(t)
+        self.peak = max(self.peak, self._current)
+        return out
+
+
+def peak_memory(
+    fn: Callable[[], Any], *, count: Iterable[torch.Tensor] = (), device: torch.device | str = "cpu"
+) -> dict[str, int]:
+    """Peak bytes while ``fn()`` runs: ``{"total", "baseline", "extra"}``.
+
+    ``total`` is the peak of everything alive (the ``count`` tensors plus what ``fn`` allocates);
+    ``extra`` is ``total - baseline``. On CUDA the figures come from ``torch.cuda.max_memory_allocated``
+    (``baseline`` is then all memory allocated before the call, and ``count`` is not needed).
+
+    Example:
+        >>> import torch
+        >>> from nestopt.experiments._memory import peak_memory
+        >>> x = torch.zeros(256)
+        >>> peak_memory(lambda: (x + 1).sum(), count=[x])  # x, x + 1 and the 4-byte sum alive together
+        {'total': 2052, 'baseline': 1024, 'extra': 1028}
+    """
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        total = int(torch.cuda.max_memory_allocated())
+        return {"total": total, "baseline": base, "extra": total - base}
+    with PeakMemory(count=count) as tracker:
+        fn()
+    return {"total": tracker.peak, "baseline": tracker.baseline, "extra": tracker.extra}

@@ -1,0 +1,206 @@
+"""What tuning hyperparameters by IFT costs over plain training: time and peak memory.
+
+Joint training (:class:`~nestopt.BilevelTrainer`, a Neumann-series hypergradient with 5 terms every 10
+training steps) against plain training of the same network, from the same initialization, on the same
+batches, for the same number of training steps. Plain training is what one would run without tuning: the
+network, its optimizer and one fixed global weight decay. Joint training tunes the decays given by ``per``
+(one per weight by default, as many hyperparameters as weights).
+
+Time is the median over interleaved repeats of CPU seconds of this process (one thread: immune to other
+programs on the machine). Peak memory is exact tensor-storage bytes, measured by
+:class:`~nestopt.experiments._memory.PeakMemory`; it counts what a training run keeps alive: the network, the
+data set, the optimizers' states, the hyperparameters, and everything the steps allocate. The claim uses the
+total (what ``torch.cuda.max_memory_allocated`` reports on a GPU); the metrics also give the extra memory
+beyond the network and the data.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import torch
+
+from nestopt import data, hparams, hypergrad, linalg
+from nestopt.bilevel import BilevelTrainer
+from nestopt.data import Splits
+from nestopt.experiments._common import CE, IFT_PAPER, count, mlp, quiet_solvers, threads, train_plain
+from nestopt.experiments._memory import PeakMemory
+from nestopt.experiments.registry import Claim, Context, Outcome, experiment
+from nestopt.hparams import Objective
+
+__all__: list[str] = []
+
+Per = Literal["global", "layer", "parameter"]
+
+FULL = {
+    "n_train": 4000,
+    "n_val": 500,
+    "hidden": [300, 300],
+    "per": ["layer", "parameter"],
+    "batch_size": 128,
+    "inner_lr": 1e-3,
+    "inner_steps_per_outer": 10,
+    "neumann_steps": 5,
+    "neumann_alpha": 0.01,
+    "steps": 1000,
+    "repeats": 5,
+    "memory_steps": 20,
+    "threads": 1,
+}
+QUICK = {**FULL, "steps": 300, "repeats": 3}
+
+
+def _net(d: Splits, cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:
+    return mlp([d.input_shape[0], *cfg["hidden"], d.num_classes], seed=seed)
+
+
+def plain_run(d: Splits, cfg: Mapping[str, Any], net: torch.nn.Module, steps: int, seed: int) -> None:
+    """Train ``net`` for ``steps`` steps with a fixed global weight decay."""
+    objective = Objective(net, CE, [hparams.WeightDecay(net, per="global", init=1e-4)])
+    train_plain(
+        objective,
+        objective.init_hparams(),
+        data.Loader(d.train, cfg["batch_size"], seed=seed),
+        steps=steps,
+        optimizer=functools.partial(torch.optim.Adam, lr=cfg["inner_lr"]),
+    )
+
+
+def joint_run(
+    d: Splits, cfg: Mapping[str, Any], net: torch.nn.Module, steps: int, seed: int, per: Per
+) -> BilevelTrainer:
+    """Train ``net`` for ``steps`` steps while tuning its decays (one global, per layer or per weight) by IFT."""
+    k = cfg["inner_steps_per_outer"]
+    trainer = BilevelTrainer(
+        net, CE, [hparams.WeightDecay(net, per=per, init=1e-4)],
+        hypergrad=hypergrad.Implicit(solver=linalg.Neumann(steps=cfg["neumann_steps"], alpha=cfg["neumann_alpha"])),
+        inner_optimizer=functools.partial(torch.optim.Adam, lr=cfg["inner_lr"]),
+        outer_optimizer=functools.partial(torch.optim.Adam, lr=0.01),
+        inner_steps_per_outer=k,
+        seed=seed,
+    )  # fmt: skip
+    with quiet_solvers():
+        trainer.fit(
+            data.Loader(d.train, cfg["batch_size"], seed=seed),
+            data.Loader(d.val, cfg["batch_size"], seed=seed + 1),
+            outer_steps=steps // k,
+            eval_every=steps,
+            progress=False,
+        )
+    return trainer
+
+
+def _cpu_seconds(fn: Callable[[], Any]) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def _footprint(d: Splits, net: torch.nn.Module) -> list[torch.Tensor]:
+    """What exists before a run and stays alive through it: the network's weights and the data set."""
+    return [*net.parameters(), d.train.x, d.train.y, d.val.x, d.val.y]
+
+
+def _measure(name: str, d: Splits, cfg: Mapping[str, Any], seed: int, run: Callable[..., Any]) -> dict[str, int]:
+    net = _net(d, cfg, seed + 1)
+    with PeakMemory(count=_footprint(d, net)) as tracker:
+        run(d, cfg, net, cfg["memory_steps"], seed)
+    return {"total": tracker.peak, "baseline": tracker.baseline, "extra": tracker.extra}
+
+
+@experiment(
+    "ift-cost",
+    paper=IFT_PAPER,
+    summary=(
+        "Joint training with IFT hypergradients (Neumann 5 every 10 steps) costs at most 3 times the time and 2 "
+        "times the peak memory of plain training of the same network for as many steps (decays per layer and per "
+        "weight)."
+    ),
+    full=FULL,
+    quick=QUICK,
+)
+def ift_cost(cfg: dict[str, Any], ctx: Context) -> Outcome:
+    steps, seed, pers = cfg["steps"], ctx.seed, list(cfg["per"])
+    runs: dict[str, Callable[..., Any]] = {"plain": plain_run}
+    for per in pers:
+        runs[per] = functools.partial(joint_run, per=per)
+    with threads(cfg["threads"]):
+        d = data.mnist1d(cfg["n_train"], cfg["n_val"], 10, seed=seed)
+        # warm up every code path (one-time lazy initialization inside torch) before anything is timed
+        for run in runs.values():
+            run(d, cfg, _net(d, cfg, seed + 1), 2 * cfg["inner_steps_per_outer"], seed)
+        seconds: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in ctx.progress(range(cfg["repeats"]), "repeats"):  # interleaved: slow drifts hit every run alike
+            for name, run in runs.items():
+                net = _net(d, cfg, seed + 1)
+                seconds[name].append(_cpu_seconds(functools.partial(run, d, cfg, net, steps, seed)))
+        memory = {name: _measure(name, d, cfg, seed, run) for name, run in runs.items()}
+    median = {name: statistics.median(s) for name, s in seconds.items()}
+    n_hparams = {per: count(hparams.WeightDecay(_net(d, cfg, 0), per=per).init()) for per in pers}
+    claims = []
+    for per in pers:
+        what = f"decay per {'weight' if per == 'parameter' else per} ({n_hparams[per]:,} hyperparameters)"
+        claims.append(
+            Claim.at_most(f"time: joint / plain, {what} (CPU seconds, median)", median[per] / median["plain"], 3.0)
+        )
+        claims.append(
+            Claim.at_most(
+                f"peak memory: joint / plain, {what} (total tensor bytes, as torch.cuda.max_memory_allocated counts)",
+                memory[per]["total"] / memory["plain"]["total"],
+                2.0,
+            )
+        )
+    metrics = {
+        "weights": sum(p.numel() for p in _net(d, cfg, 0).parameters()),
+        "hyperparameters": n_hparams,
+        "seconds": seconds,
+        "time_ratio": {per: median[per] / median["plain"] for per in pers},
+        "peak_bytes": memory,
+        "memory_ratio_total": {per: memory[per]["total"] / memory["plain"]["total"] for per in pers},
+        "memory_ratio_extra": {per: memory[per]["extra"] / memory["plain"]["extra"] for per in pers},
+    }
+    plt = ctx.pyplot()
+    if plt is not None:
+        ctx.savefig(_plot(plt, seconds, memory, cfg, n_hparams), "cost")
+    return Outcome(metrics, claims)
+
+
+def _plot(
+    plt: Any,
+    seconds: Mapping[str, list[float]],
+    memory: Mapping[str, Mapping[str, int]],
+    cfg: Mapping[str, Any],
+    n_hparams: Mapping[str, int],
+) -> Any:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.0))
+    names = list(seconds)
+    labels = ["plain"] + [
+        f"IFT, per {'weight' if n == 'parameter' else n}\n({n_hparams[n]:,} hparams)" for n in names[1:]
+    ]
+    colors = ["0.55", "tab:orange", "tab:red"][: len(names)]
+    x = range(len(names))
+    ax1.bar(x, [statistics.median(seconds[n]) for n in names], color=colors)
+    for i, n in enumerate(names):
+        ax1.plot([i] * len(seconds[n]), seconds[n], "k.", ms=4)
+    ax1.axhline(3 * statistics.median(seconds["plain"]), color="k", ls="--", lw=1, label="3 x plain")
+    ax1.legend(fontsize=8)
+    ax1.set_xticks(list(x), labels, fontsize=8)
+    ax1.set_ylabel(f"CPU seconds for {cfg['steps']} training steps")
+    ax1.set_title("time (bars: median; dots: repeats)")
+    mib = 2.0**20
+    base = [memory[n]["baseline"] / mib for n in names]
+    extra = [memory[n]["extra"] / mib for n in names]
+    ax2.bar(x, base, color="0.85", label="network and data")
+    ax2.bar(x, extra, bottom=base, color=colors, label="allocated by the run (at the peak)")
+    plain_total = memory["plain"]["total"] / mib
+    ax2.axhline(2 * plain_total, color="k", ls="--", lw=1, label="2 x plain")
+    ax2.set_xticks(list(x), labels, fontsize=8)
+    ax2.set_ylabel("peak tensor memory (MiB)")
+    ax2.set_title("peak memory (exact tensor bytes)")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
