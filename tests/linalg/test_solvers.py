@@ -181,3 +181,24 @@ def test_rank_above_dimension():
     _, op, rhs = _operator(SPD)
     with pytest.raises(InvalidArgumentError, match="rank=9 exceeds the dimension 7"):
         linalg.Nystrom(rank=9).solve(op, rhs)
+
+
+def test_neumann_can_sum_every_term_as_in_the_paper():
+    a, op, rhs = _operator([-0.05, 0.5, 1.0, 2.0, 3.0])
+    k, alpha = 60, 0.2
+    sol = linalg.Neumann(steps=k, alpha=alpha, on_growth="continue").solve(op, rhs)
+    b = tree.flatten(rhs)[0]
+    m = torch.eye(5, dtype=a.dtype) - alpha * a
+    expected = alpha * sum(torch.linalg.matrix_power(m, j) @ b for j in range(k + 1))
+    assert torch.allclose(tree.flatten(sol.value)[0], expected)
+    assert sol.info.status is linalg.Status.MAX_ITERATIONS and sol.info.iterations == k
+    assert "negative curvature" in sol.info.message and "summed as asked" in sol.info.message
+
+
+def test_neumann_continue_still_stops_a_blow_up():
+    _, op, rhs = _operator(SPD)
+    with pytest.warns(SolverWarning, match="too large"):
+        sol = linalg.Neumann(steps=200, alpha=2.0, on_growth="continue").solve(op, rhs)
+    assert sol.info.status is linalg.Status.DIVERGED and tree.all_finite(sol.value)
+    with pytest.raises(InvalidArgumentError, match="on_growth"):
+        linalg.Neumann(on_growth="ignore")  # type: ignore[arg-type]

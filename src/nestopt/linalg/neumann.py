@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from nestopt import tree
+from nestopt.errors import InvalidArgumentError
 from nestopt.linalg.base import (
     LinearOperator,
     Solution,
@@ -30,6 +32,11 @@ class Neumann(Solver):
     the growth comes from negative curvature (Rayleigh quotient :math:`p^\\top A p / p^\\top p < 0`) or from a
     step ``alpha`` too large for the largest eigenvalue (quotient above :math:`2/\\alpha`).
 
+    With ``on_growth="continue"`` all ``K`` terms are summed whatever happens, as in the paper's fixed-``K``
+    approximation for non-convex training losses, whose Hessians often have a few small negative
+    eigenvalues: a growing term is then reported in ``info.message`` (status ``MAX_ITERATIONS``, no warning),
+    and the solve stops as diverged only if the terms blow up (a term above ``1e3 * |b|``, or not finite).
+
     The residual is exact and cheap: :math:`b - A x_K = p_{K+1}`, one extra product when ``residual=True``.
 
     Args:
@@ -37,6 +44,7 @@ class Neumann(Solver):
         alpha: the step :math:`\\alpha > 0`; it must be below :math:`2/\\lambda_{\\max}(A)`.
         tol: if given, stop early once :math:`\\|p_j\\|/\\|b\\| \\le` ``tol`` (status ``CONVERGED``).
         residual: compute :math:`\\|p_{K+1}\\|/\\|b\\|` with one extra product.
+        on_growth: ``"stop"`` (default) at the first growing term, or ``"continue"`` summing all terms.
         throw: raise instead of warning on divergence.
 
     Example:
@@ -52,13 +60,23 @@ class Neumann(Solver):
     alpha: float = 0.1
     tol: float | None = None
     residual: bool = False
+    on_growth: Literal["stop", "continue"] = "stop"
     throw: bool = False
 
     def __post_init__(self) -> None:
         check_positive_int("steps", self.steps)
         check_nonnegative("alpha", self.alpha, positive=True)
+        if self.on_growth not in ("stop", "continue"):
+            raise InvalidArgumentError(f"on_growth must be 'stop' or 'continue', got {self.on_growth!r}")
         if self.tol is not None:
             check_nonnegative("tol", self.tol)
+
+    def _cause(self, quotient: float) -> str:
+        if quotient < 0.0:
+            return f"negative curvature (Rayleigh quotient {quotient:.3g} < 0)"
+        if quotient > 2.0 / self.alpha:
+            return f"alpha={self.alpha} too large: curvature {quotient:.3g} exceeds 2/alpha={2 / self.alpha:.3g}"
+        return f"a term grew (Rayleigh quotient {quotient:.3g})"
 
     def _solve(self, op: LinearOperator, b: tree.Tree) -> Solution:
         b_norm = float(tree.norm(b))
@@ -81,20 +99,17 @@ class Neumann(Solver):
                 p, p_norm, status = nxt, nxt_norm, Status.CONVERGED
                 message = "the terms reached rounding level"
                 break
-            if not nxt_norm <= p_norm * (1.0 + 1e-6):  # also catches NaN
-                status = Status.DIVERGED
-                if quotient < 0.0:
-                    status = Status.NEGATIVE_CURVATURE
-                    cause = f"negative curvature (Rayleigh quotient {quotient:.3g} < 0)"
-                elif quotient > 2.0 / self.alpha:
-                    cause = (
-                        f"alpha={self.alpha} too large: curvature {quotient:.3g} exceeds 2/alpha={2 / self.alpha:.3g}"
-                    )
-                else:
-                    cause = f"a term grew (Rayleigh quotient {quotient:.3g})"
-                message = f"series diverged at term {it}: {cause}; returning the sum of the first {it} terms"
+            grew = not nxt_norm <= p_norm * (1.0 + 1e-6)  # also catches NaN
+            blew_up = not nxt_norm <= 1e3 * b_norm
+            if grew and (self.on_growth == "stop" or blew_up):
+                status = Status.NEGATIVE_CURVATURE if quotient < 0.0 else Status.DIVERGED
+                message = (
+                    f"series diverged at term {it}: {self._cause(quotient)}; returning the sum of the first {it} terms"
+                )
                 it -= 1
                 break
+            if grew and not message:
+                message = f"term {it} grew ({self._cause(quotient)}); all {self.steps} terms are summed as asked"
             p, p_norm = nxt, nxt_norm
             tree.add_(acc, p)
             if self.tol is not None and p_norm / b_norm <= self.tol:
