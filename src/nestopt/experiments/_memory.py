@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -103,11 +104,20 @@ class PeakMemory(TorchDispatchMode):
             self._current -= self.live.pop(k)[1]
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        # an output that shares an input's storage (an in-place op, a view) allocated nothing new
+        inputs = set()
+        for t in tree_flatten((args, kwargs))[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                with contextlib.suppress(RuntimeError, NotImplementedError):  # functorch wrappers have no storage
+                    inputs.add(t.untyped_storage().data_ptr())
         out = func(*args, **(kwargs or {}))
         # storages freed since the last operator are dropped first: a new storage may reuse their address
         self._collect()
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
+                with contextlib.suppress(RuntimeError, NotImplementedError):
+                    if t.untyped_storage().data_ptr() in inputs:
+                        continue
                 self._track(t)
         self.peak = max(self.peak, self._current)
         return out

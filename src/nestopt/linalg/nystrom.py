@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 
 from nestopt import tree
 from nestopt.errors import InvalidArgumentError
@@ -40,6 +41,8 @@ class Nystrom(Solver):
         rank: ``k``, the number of sampled columns (at most the dimension).
         rho: :math:`\\rho > 0`, the damping that the formula needs.
         seed: seed of the column sampler; each solve draws new columns from it.
+        chunk_size: form at most this many columns at once (``None``: all ``rank`` in one batched product);
+            smaller chunks bound the batched product's temporary memory.
         residual: compute the true relative residual of :math:`A x = b` with one extra product.
 
     Example:
@@ -54,6 +57,7 @@ class Nystrom(Solver):
     rank: int = 10
     rho: float = 1e-3
     seed: int = 0
+    chunk_size: int | None = None
     residual: bool = False
     throw: bool = False
     _gen: torch.Generator = field(init=False, repr=False, compare=False)
@@ -61,32 +65,56 @@ class Nystrom(Solver):
     def __post_init__(self) -> None:
         check_positive_int("rank", self.rank)
         check_nonnegative("rho", self.rho, positive=True)
+        if self.chunk_size is not None:
+            check_positive_int("chunk_size", self.chunk_size)
         self._gen = torch.Generator().manual_seed(self.seed)
 
+    def _columns(self, op: LinearOperator, b: Tree, idx: Tensor) -> dict[str, Tensor]:
+        """The sampled columns :math:`A e_i`, per leaf as ``rank x numel(leaf)`` blocks, in chunks."""
+        keys = list(b)
+        offsets = torch.tensor([0] + [b[k].numel() for k in keys]).cumsum(0).tolist()
+        blocks: dict[str, list[Tensor]] = {k: [] for k in keys}
+        step = self.chunk_size or self.rank
+        for start in range(0, self.rank, step):
+            chunk = idx[start : start + step].tolist()
+            basis = {k: torch.zeros((len(chunk), *b[k].shape), dtype=b[k].dtype, device=b[k].device) for k in keys}
+            for row, i in enumerate(chunk):
+                leaf = next(j for j in range(len(keys)) if offsets[j] <= i < offsets[j + 1])
+                basis[keys[leaf]].view(len(chunk), -1)[row, i - offsets[leaf]] = 1.0
+            cols = op.matmat(basis)
+            del basis
+            for k in keys:
+                blocks[k].append(cols[k].reshape(len(chunk), -1))
+        return {k: torch.cat(v) if len(v) > 1 else v[0] for k, v in blocks.items()}
+
     def _solve(self, op: LinearOperator, b: Tree) -> Solution:
-        vec, spec = tree.flatten(b)
-        n = vec.numel()
+        n = tree.numel(b)
         if self.rank > n:
             raise InvalidArgumentError(f"rank={self.rank} exceeds the dimension {n} of the system")
-        idx = torch.randperm(n, generator=self._gen)[: self.rank].to(vec.device)
-        basis = torch.zeros(self.rank, n, dtype=vec.dtype, device=vec.device)
-        basis[torch.arange(self.rank, device=vec.device), idx] = 1.0
-        cols = op.matmat(tree.unflatten(basis, spec))
-        c = torch.cat([cols[k].reshape(self.rank, -1) for k in spec.keys], dim=1).to(torch.float64).T  # n x k
-        w = c[idx]  # k x k
-        w = 0.5 * (w + w.T)
-        rhs = vec.to(torch.float64)
-        core = self.rho * w + c.T @ c
-        x = (rhs - c @ torch.linalg.solve(core, c.T @ rhs)) / self.rho
+        idx = torch.randperm(n, generator=self._gen)[: self.rank]
+        c = self._columns(op, b, idx)  # leaf k: rank x numel(k), row r = A e_{idx_r} restricted to leaf k
+        # The k x k quantities in float64; the n-sized ones stay in the input dtype (no copies of C).
+        ctc = torch.stack([ck @ ck.T for ck in c.values()]).sum(0).to(torch.float64)
+        ctb = torch.stack([ck @ b[k].reshape(-1) for k, ck in c.items()]).sum(0).to(torch.float64)
+        flat_c = [c[k] for k in b]
+        offsets = torch.tensor([0] + [ck.shape[1] for ck in flat_c]).cumsum(0).tolist()
+        w = torch.empty(self.rank, self.rank, dtype=torch.float64)
+        for r, i in enumerate(idx.tolist()):
+            leaf = next(j for j in range(len(flat_c)) if offsets[j] <= i < offsets[j + 1])
+            w[:, r] = flat_c[leaf][:, i - offsets[leaf]].to(torch.float64).cpu()
+        w = (0.5 * (w + w.T)).to(ctc.device)
+        sol = torch.linalg.solve(self.rho * w + ctc, ctb)
         status, message = Status.CONVERGED, ""
         min_eig = float(torch.linalg.eigvalsh(w).min())
         if min_eig < 0.0:
             status = Status.NEGATIVE_CURVATURE
             message = f"the sampled block W has eigenvalue {min_eig:.3g} < 0: the matrix is not positive semi-definite"
-        if not bool(torch.isfinite(x).all()):
+        if not bool(torch.isfinite(sol).all()):
             status, message = Status.DIVERGED, "the Woodbury system is singular; raise rho"
-            x = torch.zeros_like(x)
-        out = tree.unflatten(x.to(vec.dtype), spec)
+            out = tree.zeros_like(b)
+        else:
+            out = {k: (b[k] - (sol.to(ck.dtype) @ ck).reshape(b[k].shape)) / self.rho for k, ck in c.items()}
+        del c
         res = self._relative_residual(op, out, b, tree.norm(b)) if self.residual else None
         if status is Status.CONVERGED and self.rank < n:
             status = Status.MAX_ITERATIONS  # a low-rank approximation: the residual says how good it is
