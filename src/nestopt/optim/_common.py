@@ -22,6 +22,7 @@ __all__ = [
     "check_real_params",
     "default_foreach",
     "grads_of_group",
+    "state_buffers",
     "use_foreach",
     "warn_if_not_decaying",
     "with_weight_decay",
@@ -118,6 +119,28 @@ def grads_of_group(group: dict[str, Any], optimizer: str) -> tuple[list[Tensor],
         params.append(p)
         grads.append(-p.grad if group.get("maximize", False) else p.grad)
     return params, grads
+
+
+def state_buffers(
+    optimizer: torch.optim.Optimizer, params: list[Tensor], names: tuple[str, ...], *, count_steps: bool = False
+) -> tuple[list[list[Tensor]], list[int]]:
+    """Each parameter's state tensors ``names`` (zeros like the parameter on first use), one list per name,
+    and, with ``count_steps``, each parameter's step count after incrementing it."""
+    buffers: list[list[Tensor]] = [[] for _ in names]
+    steps: list[int] = []
+    for p in params:
+        state = optimizer.state[p]
+        if not state:
+            if count_steps:
+                state["step"] = 0
+            for name in names:
+                state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        for bucket, name in zip(buffers, names):
+            bucket.append(state[name])
+        if count_steps:
+            state["step"] += 1
+            steps.append(state["step"])
+    return buffers, steps
 
 
 def use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:

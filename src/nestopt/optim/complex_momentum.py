@@ -44,6 +44,7 @@ from nestopt.optim._common import (
     check_lr,
     check_nonnegative,
     grads_of_group,
+    state_buffers,
     use_foreach,
     warn_if_not_decaying,
     with_weight_decay,
@@ -121,14 +122,7 @@ class ComplexMomentum(ValidatedOptimizer):
             params, grads = grads_of_group(group, "ComplexMomentum")
             if not params:
                 continue
-            re, im = [], []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["momentum_real"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["momentum_imag"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                re.append(state["momentum_real"])
-                im.append(state["momentum_imag"])
+            (re, im), _ = state_buffers(self, params, ("momentum_real", "momentum_imag"))
             complex_momentum(
                 params,
                 grads,
@@ -263,19 +257,9 @@ class ComplexAdam(ValidatedOptimizer):
             params, grads = grads_of_group(group, "ComplexAdam")
             if not params:
                 continue
-            re, im, sq, steps = [], [], [], []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg_real"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_imag"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                re.append(state["exp_avg_real"])
-                im.append(state["exp_avg_imag"])
-                sq.append(state["exp_avg_sq"])
-                steps.append(state["step"])
+            (re, im, sq), steps = state_buffers(
+                self, params, ("exp_avg_real", "exp_avg_imag", "exp_avg_sq"), count_steps=True
+            )
             beta1, beta2 = group["betas"]
             complex_adam(
                 params,

@@ -29,6 +29,7 @@ from nestopt.optim._common import (
     check_lr,
     check_nonnegative,
     grads_of_group,
+    state_buffers,
     use_foreach,
     warn_if_not_decaying,
     with_weight_decay,
@@ -100,12 +101,7 @@ class HeavyBall(ValidatedOptimizer):
             params, grads = grads_of_group(group, "HeavyBall")
             if not params:
                 continue
-            bufs = []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                bufs.append(state["momentum_buffer"])
+            (bufs,), _ = state_buffers(self, params, ("momentum_buffer",))
             heavy_ball(
                 params,
                 grads,

@@ -30,6 +30,7 @@ from nestopt.optim._common import (
     check_lr,
     check_nonnegative,
     grads_of_group,
+    state_buffers,
     use_foreach,
     with_weight_decay,
 )
@@ -185,19 +186,9 @@ class OptimisticAdam(ValidatedOptimizer):
             params, grads = grads_of_group(group, "OptimisticAdam")
             if not params:
                 continue
-            avg, sq, prev, steps = [], [], [], []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["previous_direction"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                avg.append(state["exp_avg"])
-                sq.append(state["exp_avg_sq"])
-                prev.append(state["previous_direction"])
-                steps.append(state["step"])
+            (avg, sq, prev), steps = state_buffers(
+                self, params, ("exp_avg", "exp_avg_sq", "previous_direction"), count_steps=True
+            )
             beta1, beta2 = group["betas"]
             optimistic_adam(
                 params,
