@@ -4,7 +4,7 @@ An MLP (40-512-512-10, about 289k parameters) on MNIST-1D with one weight-decay 
 parameter. In one process, it times one training step (forward, backward, SGD update) and one hypergradient
 by each method, and measures the peak extra memory of each, then reports both as ratios to the training step.
 
-    python benchmarks/hypergrad_cost.py [--repeats 5] [--device cpu|cuda] [--out benchmarks/results]
+    python benchmarks/hypergrad_cost.py [--repeats 5] [--threads 1] [--device cpu|cuda] [--out benchmarks/results]
 
 Targets (checked and printed): Neumann-5 costs at most 10 training steps; implicit methods' peak memory at
 most 2x a training step's; checkpointed unrolling's memory grows at most logarithmically with the steps.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,10 @@ def methods(p: dict[str, Any]) -> dict[str, Any]:
     inner, outer, params, hparams, train, val = p["inner"], p["outer"], p["params"], p["hparams"], p["train"], p["val"]
     sgd = functional.sgd(lr=0.1)
 
+    start = {k: v.clone() for k, v in params.items()}  # the training step updates its own copy
+
     def train_step() -> None:
-        w = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        w = {k: v.detach().requires_grad_(True) for k, v in start.items()}
         loss = inner(w, hparams, train)
         grads = torch.autograd.grad(loss, list(w.values()))
         with torch.no_grad():
@@ -128,21 +131,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     problem = build(args.device)
     n_params = sum(v.numel() for v in problem["params"].values())
+    fns = methods(problem)
+    # Round-robin: every round times each method once and the training step three times, so that load
+    # changes on a shared machine hit all alike; a method's time ratio is the median of its per-round ratios.
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    ratios: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(args.repeats):
+        base_time = time_it(fns["training step"], repeats=3, warmup=0, device=args.device)
+        for name, fn in fns.items():
+            t = base_time if name == "training step" else time_it(fn, repeats=1, warmup=0, device=args.device)
+            times[name].append(t)
+            ratios[name].append(t / base_time)
     rows = []
-    for name, fn in methods(problem).items():
-        slow = "50" in name
-        seconds = time_it(fn, repeats=max(1, args.repeats // 2) if slow else args.repeats, device=args.device)
+    for name, fn in fns.items():
+        seconds, ratio = statistics.median(times[name]), statistics.median(ratios[name])
         peak = peak_memory(fn, device=args.device)
-        rows.append({"method": name, "seconds": seconds, "peak_bytes": peak})
-        print(f"{name:<28} {seconds * 1e3:9.2f} ms   peak {peak / 2**20:8.2f} MiB", flush=True)
+        rows.append({"method": name, "seconds": seconds, "time_ratio": ratio, "peak_bytes": peak})
+        print(f"{name:<28} {seconds * 1e3:9.2f} ms  x{ratio:7.2f}   peak {peak / 2**20:8.2f} MiB", flush=True)
     base = rows[0]
     resident = problem["resident_bytes"]
     for r in rows:
-        r["time_ratio"] = r["seconds"] / base["seconds"]
         r["memory_ratio"] = r["peak_bytes"] / base["peak_bytes"]
         r["total_memory_ratio"] = (resident + r["peak_bytes"]) / (resident + base["peak_bytes"])
     by = {r["method"]: r for r in rows}
@@ -182,6 +198,8 @@ def main() -> None:
         "Peak extra memory: tensors allocated by the operation itself. Peak total: the same plus what a training run "
         f"keeps resident ({resident / 2**20:.1f} MiB: parameters, hyperparameters, one optimizer buffer for each, "
         "the data set), as torch.cuda.max_memory_allocated would count it.",
+        "",
+        "Time ratio: the median over rounds of (method time / training-step time measured in the same round).",
         "",
         "| method | time (ms) | x training step | peak extra (MiB) | x training step | peak total x training step |",
         "|---|---:|---:|---:|---:|---:|",

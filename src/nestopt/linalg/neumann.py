@@ -90,9 +90,7 @@ class Neumann(Solver):
         noise = 64 * torch.finfo(next(iter(b.values())).dtype).eps
         status, message, it = Status.MAX_ITERATIONS, "", 0
         for it in range(1, self.steps + 1):
-            ap = op.matvec(p)
-            quotient = float(tree.dot(p, ap)) / p_norm**2
-            nxt = tree.add_(tree.scale_(ap, -self.alpha), p)  # p - alpha A p, in the storage of A p
+            nxt = tree.add_(tree.scale_(op.matvec(p), -self.alpha), p)  # p - alpha A p, in the storage of A p
             nxt_norm = float(tree.norm(nxt))
             if nxt_norm <= noise * b_norm:
                 tree.add_(acc, nxt)
@@ -101,6 +99,8 @@ class Neumann(Solver):
                 break
             grew = not nxt_norm <= p_norm * (1.0 + 1e-6)  # also catches NaN
             blew_up = not nxt_norm <= 1e3 * b_norm
+            # the Rayleigh quotient p^T A p / p^T p = (p^T p - p^T nxt) / (alpha p^T p), only when it is needed
+            quotient = (1.0 - float(tree.dot(p, nxt)) / p_norm**2) / self.alpha if grew else 0.0
             if grew and (self.on_growth == "stop" or blew_up):
                 status = Status.NEGATIVE_CURVATURE if quotient < 0.0 else Status.DIVERGED
                 message = (
