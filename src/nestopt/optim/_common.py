@@ -6,7 +6,7 @@ import cmath
 import math
 import numbers
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -167,6 +167,23 @@ class ValidatedOptimizer(torch.optim.Optimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        """Update ``params`` (those of ``group`` with a gradient) from ``grads``."""
+        raise NotImplementedError  # pragma: no cover - overridden
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = grads_of_group(group, type(self).__name__)
+            if params:
+                self._step_group(group, params, grads)
+        return loss
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import cmath
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -43,7 +43,6 @@ from nestopt.optim._common import (
     check_coefficient,
     check_lr,
     check_nonnegative,
-    grads_of_group,
     state_buffers,
     use_foreach,
     warn_if_not_decaying,
@@ -111,30 +110,19 @@ class ComplexMomentum(ValidatedOptimizer):
         group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
         warn_if_not_decaying(group["beta"], "beta", stacklevel=5)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = grads_of_group(group, "ComplexMomentum")
-            if not params:
-                continue
-            (re, im), _ = state_buffers(self, params, ("momentum_real", "momentum_imag"))
-            complex_momentum(
-                params,
-                grads,
-                re,
-                im,
-                lr=group["lr"],
-                beta=complex(group["beta"]),
-                alpha=complex(group["alpha"]),
-                weight_decay=group["weight_decay"],
-                foreach=use_foreach(group, params),
-            )
-        return loss
+    def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        (re, im), _ = state_buffers(self, params, ("momentum_real", "momentum_imag"))
+        complex_momentum(
+            params,
+            grads,
+            re,
+            im,
+            lr=group["lr"],
+            beta=complex(group["beta"]),
+            alpha=complex(group["alpha"]),
+            weight_decay=group["weight_decay"],
+            foreach=use_foreach(group, params),
+        )
 
 
 def complex_momentum(
@@ -246,36 +234,25 @@ class ComplexAdam(ValidatedOptimizer):
         group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
         warn_if_not_decaying(group["betas"][0], "beta1", stacklevel=5)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = grads_of_group(group, "ComplexAdam")
-            if not params:
-                continue
-            (re, im, sq), steps = state_buffers(
-                self, params, ("exp_avg_real", "exp_avg_imag", "exp_avg_sq"), count_steps=True
-            )
-            beta1, beta2 = group["betas"]
-            complex_adam(
-                params,
-                grads,
-                re,
-                im,
-                sq,
-                steps,
-                lr=group["lr"],
-                beta1=complex(beta1),
-                beta2=float(beta2),
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                foreach=use_foreach(group, params),
-            )
-        return loss
+    def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        (re, im, sq), steps = state_buffers(
+            self, params, ("exp_avg_real", "exp_avg_imag", "exp_avg_sq"), count_steps=True
+        )
+        beta1, beta2 = group["betas"]
+        complex_adam(
+            params,
+            grads,
+            re,
+            im,
+            sq,
+            steps,
+            lr=group["lr"],
+            beta1=complex(beta1),
+            beta2=float(beta2),
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            foreach=use_foreach(group, params),
+        )
 
 
 def _check_betas(betas: Any) -> tuple[complex, float]:

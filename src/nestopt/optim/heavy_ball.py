@@ -17,7 +17,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -28,7 +28,6 @@ from nestopt.optim._common import (
     check_coefficient,
     check_lr,
     check_nonnegative,
-    grads_of_group,
     state_buffers,
     use_foreach,
     warn_if_not_decaying,
@@ -90,28 +89,17 @@ class HeavyBall(ValidatedOptimizer):
         group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
         warn_if_not_decaying(group["momentum"], "momentum", stacklevel=5)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = grads_of_group(group, "HeavyBall")
-            if not params:
-                continue
-            (bufs,), _ = state_buffers(self, params, ("momentum_buffer",))
-            heavy_ball(
-                params,
-                grads,
-                bufs,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                weight_decay=group["weight_decay"],
-                foreach=use_foreach(group, params),
-            )
-        return loss
+    def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        (bufs,), _ = state_buffers(self, params, ("momentum_buffer",))
+        heavy_ball(
+            params,
+            grads,
+            bufs,
+            lr=group["lr"],
+            momentum=group["momentum"],
+            weight_decay=group["weight_decay"],
+            foreach=use_foreach(group, params),
+        )
 
 
 def heavy_ball(

@@ -17,7 +17,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -29,7 +29,6 @@ from nestopt.optim._common import (
     check_coefficient,
     check_lr,
     check_nonnegative,
-    grads_of_group,
     state_buffers,
     use_foreach,
     with_weight_decay,
@@ -84,27 +83,16 @@ class OptimisticSGD(ValidatedOptimizer):
         group["lr"] = check_lr(group["lr"])
         group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = grads_of_group(group, "OptimisticSGD")
-            if not params:
-                continue
-            foreach = use_foreach(group, params)
-            grads = with_weight_decay(params, grads, group["weight_decay"], foreach)
-            prev = []
-            for p, g in zip(params, grads):
-                state = self.state[p]
-                if not state:
-                    state["previous_grad"] = g.detach().clone(memory_format=torch.preserve_format)
-                prev.append(state["previous_grad"])
-            optimistic_sgd(params, grads, prev, lr=group["lr"], foreach=foreach)
-        return loss
+    def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        foreach = use_foreach(group, params)
+        grads = with_weight_decay(params, grads, group["weight_decay"], foreach)
+        prev = []
+        for p, g in zip(params, grads):
+            state = self.state[p]
+            if not state:
+                state["previous_grad"] = g.detach().clone(memory_format=torch.preserve_format)
+            prev.append(state["previous_grad"])
+        optimistic_sgd(params, grads, prev, lr=group["lr"], foreach=foreach)
 
 
 def optimistic_sgd(
@@ -175,36 +163,25 @@ class OptimisticAdam(ValidatedOptimizer):
         group["eps"] = check_nonnegative(group["eps"], "eps")
         group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Take one step; ``closure`` (optional) re-evaluates the loss with gradients enabled."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = grads_of_group(group, "OptimisticAdam")
-            if not params:
-                continue
-            (avg, sq, prev), steps = state_buffers(
-                self, params, ("exp_avg", "exp_avg_sq", "previous_direction"), count_steps=True
-            )
-            beta1, beta2 = group["betas"]
-            optimistic_adam(
-                params,
-                grads,
-                avg,
-                sq,
-                prev,
-                steps,
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                foreach=use_foreach(group, params),
-            )
-        return loss
+    def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        (avg, sq, prev), steps = state_buffers(
+            self, params, ("exp_avg", "exp_avg_sq", "previous_direction"), count_steps=True
+        )
+        beta1, beta2 = group["betas"]
+        optimistic_adam(
+            params,
+            grads,
+            avg,
+            sq,
+            prev,
+            steps,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            foreach=use_foreach(group, params),
+        )
 
 
 def _real_betas(betas: Any) -> tuple[float, float]:
