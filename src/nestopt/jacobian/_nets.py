@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from nestopt.errors import InvalidArgumentError
+from nestopt.errors import InvalidArgumentError, ShapeMismatchError
 
-__all__ = ["ACTIVATIONS", "activation_fn", "check_dim", "check_widths", "mlp", "seeded_linear"]
+__all__ = ["ACTIVATIONS", "activation_fn", "check_dim", "check_points", "check_widths", "mlp", "seeded_linear"]
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
@@ -38,6 +38,18 @@ def check_dim(dim: object, argument: str = "dim") -> int:
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise InvalidArgumentError(f"{argument} must be a positive integer, got {dim!r}")
     return dim
+
+
+def check_points(x: object, dim: int, owner: str, name: str = "x") -> Tensor:
+    """Validate a floating-point tensor of points of shape ``(..., dim)`` for the network ``owner``."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise InvalidArgumentError(f"{name} must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
+    if x.dim() == 0 or x.shape[-1] != dim:
+        hint = " (add a trailing axis: x.unsqueeze(-1))" if dim == 1 and x.dim() >= 1 else ""
+        raise ShapeMismatchError(
+            f"{name} must have shape (..., {dim}) for this {owner}(dim={dim}), got {tuple(x.shape)}{hint}"
+        )
+    return x
 
 
 def check_widths(hidden: int | Sequence[int], argument: str = "hidden") -> tuple[int, ...]:

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from nestopt.errors import InvalidArgumentError, ShapeMismatchError
-from nestopt.jacobian._nets import activation_fn, check_dim, check_widths, seeded_linear
+from nestopt.errors import InvalidArgumentError
+from nestopt.jacobian._nets import activation_fn, check_dim, check_points, check_widths, seeded_linear
 from nestopt.jacobian.quadrature import Vectorize, check_nodes, segment_integral
 
 __all__ = ["ICGN", "Integrability"]
@@ -114,14 +114,8 @@ class ICGN(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, hidden={self.widths}, activation={self.activation!r}, nodes={self.nodes}"
 
-    def _check_input(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise InvalidArgumentError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
-        if x.dim() == 0 or x.shape[-1] != self.dim:
-            raise ShapeMismatchError(
-                f"x must have shape (..., {self.dim}) for this ICGN(dim={self.dim}), got {tuple(x.shape)}"
-            )
-        return x
+    def _check_input(self, x: Tensor, name: str = "x") -> Tensor:
+        return check_points(x, self.dim, "ICGN", name)
 
     def feature_map(self, x: Tensor) -> Tensor:
         """The learned map :math:`h(x)`, whose Jacobian is :math:`V(x)`; shape ``(..., m)``."""

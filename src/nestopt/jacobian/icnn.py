@@ -36,8 +36,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from nestopt.errors import InvalidArgumentError, ShapeMismatchError
-from nestopt.jacobian._nets import activation_fn, check_dim, check_widths, seeded_linear
+from nestopt.jacobian._nets import activation_fn, check_dim, check_points, check_widths, seeded_linear
 
 __all__ = ["ICNN"]
 
@@ -88,14 +87,8 @@ class ICNN(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, hidden={self.widths}, activation={self.activation!r}"
 
-    def _check_input(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise InvalidArgumentError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
-        if x.dim() == 0 or x.shape[-1] != self.dim:
-            raise ShapeMismatchError(
-                f"x must have shape (..., {self.dim}) for this ICNN(dim={self.dim}), got {tuple(x.shape)}"
-            )
-        return x
+    def _check_input(self, x: Tensor, name: str = "x") -> Tensor:
+        return check_points(x, self.dim, "ICNN", name)
 
     def nonnegative_weights(self) -> list[Tensor]:
         """The constrained weights :math:`W_1, \\dots, W_{L-1}, w_L` as used, all entrywise positive."""

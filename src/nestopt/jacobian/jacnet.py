@@ -49,7 +49,7 @@ from nestopt.errors import (
     SolverWarning,
     UnsupportedError,
 )
-from nestopt.jacobian._nets import activation_fn, check_dim, check_widths, mlp
+from nestopt.jacobian._nets import activation_fn, check_dim, check_points, check_widths, mlp
 from nestopt.jacobian.quadrature import (
     QuadratureEstimate,
     Vectorize,
@@ -145,14 +145,7 @@ class JacNet(nn.Module):
         return f"dim={self.dim}, structure={self.structure}, nodes={self.nodes}"
 
     def _check_input(self, x: Tensor, name: str = "x") -> Tensor:
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise InvalidArgumentError(f"{name} must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
-        if x.dim() == 0 or x.shape[-1] != self.dim:
-            hint = " (add a trailing axis: x.unsqueeze(-1))" if self.dim == 1 and x.dim() >= 1 else ""
-            raise ShapeMismatchError(
-                f"{name} must have shape (..., {self.dim}) for this JacNet(dim={self.dim}), got {tuple(x.shape)}{hint}"
-            )
-        return x
+        return check_points(x, self.dim, "JacNet", name)
 
     def jacobian(self, x: Tensor) -> Tensor:
         """The structured Jacobian field :math:`J_\\theta(x)`, shape ``(..., d, d)``."""
