@@ -1,6 +1,6 @@
 """Timing and peak-memory measurement shared by the benchmarks.
 
-Peak memory comes from the library's tracker (:mod:`nestopt.experiments._memory`): a ``TorchDispatchMode``
+Peak memory comes from the library's tracker (:mod:`nestopt.profile`): a ``TorchDispatchMode``
 that sees every tensor an operator creates (backward passes included) and weakly references its storage, so
 the live total is the sum of the storages created inside the measured region that are still alive, and the
 peak is its maximum. Tensors that existed before (the model, the data) are not counted: the figure is the
@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from nestopt.experiments._memory import PeakMemory
-from nestopt.experiments._memory import peak_memory as _peak_memory
+from nestopt.profile import PeakMemory
+from nestopt.profile import peak_memory as _peak_memory
 
 __all__ = ["PeakMemory", "peak_memory", "time_it"]
 

@@ -1,7 +1,7 @@
 """nestopt: nested optimization in PyTorch.
 
-Hypergradients (implicit differentiation, unrolling, forward mode), bilevel training loops, hypernetworks,
-and optimization in differentiable games, on one functional core: parameters and hyperparameters are
+Hypergradients (implicit differentiation, unrolling, forward mode), bilevel training loops, and optimization
+in differentiable games, on one functional core: parameters and hyperparameters are
 ``dict[str, Tensor]`` trees and every loss is ``loss(params, hparams, batch) -> scalar``.
 
 Example:
@@ -15,6 +15,9 @@ Example:
     ...                          (x, y), (x, y), solver=linalg.CG(steps=10))
     >>> sorted(res.grads)
     ['l2']
+
+The paper experiments live in :mod:`nestopt.experiments`, which ``import nestopt`` does not load; the
+``nestopt`` command runs them.
 """
 
 from nestopt import (
@@ -22,13 +25,13 @@ from nestopt import (
     bilevel,
     data,
     errors,
-    experiments,
     games,
     hparams,
     hypergrad,
     jacobian,
     linalg,
     optim,
+    profile,
     tree,
 )
 from nestopt.bilevel import BilevelTrainer
@@ -42,12 +45,12 @@ __all__ = [
     "bilevel",
     "data",
     "errors",
-    "experiments",
     "games",
     "hparams",
     "hypergrad",
     "jacobian",
     "linalg",
     "optim",
+    "profile",
     "tree",
 ]

@@ -35,7 +35,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -61,6 +61,8 @@ __all__ = [
     "linearize",
     "mixed_jvp",
     "mixed_vjp",
+    "raw_vjp",
+    "vjp",
 ]
 
 LossFn = Callable[[Tree, Tree, Any], Tensor]
@@ -183,16 +185,54 @@ def _leaves_requiring_grad(t: Mapping[str, Tensor]) -> Tree:
     return {k: v.detach().requires_grad_(True) for k, v in t.items()}
 
 
-def _grads_or_zeros(outputs: list[Tensor], inputs: Tree, cotangents: list[Tensor] | None, **kw: Any) -> Tree:
-    """``torch.autograd.grad`` of ``outputs`` w.r.t. the tree ``inputs``; unused inputs get zeros."""
-    keys = list(inputs)
+def raw_vjp(
+    outputs: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    cotangents: Sequence[Tensor] | None = None,
+    **kwargs: Any,
+) -> list[Tensor | None]:
+    """``torch.autograd.grad`` of the ``outputs`` that have a graph with respect to ``inputs``.
+
+    Outputs without a graph (constants) are dropped with their cotangents; inputs that no output depends on
+    get ``None``, as do all inputs when no output has a graph. ``kwargs`` go to ``torch.autograd.grad``
+    (``retain_graph``, ``create_graph``, ``is_grads_batched``).
+    """
     live = [i for i, o in enumerate(outputs) if o.requires_grad]
     if not live:
-        return tree.zeros_like(inputs)
-    outs = [outputs[i] for i in live]
+        return [None] * len(inputs)
     cots = None if cotangents is None else [cotangents[i] for i in live]
-    got = torch.autograd.grad(outs, [inputs[k] for k in keys], cots, allow_unused=True, **kw)
-    return {k: torch.zeros_like(inputs[k]) if g is None else g for k, g in zip(keys, got)}
+    with torch.enable_grad():
+        got = torch.autograd.grad([outputs[i] for i in live], list(inputs), cots, allow_unused=True, **kwargs)
+    return list(got)
+
+
+def vjp(
+    outputs: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    cotangents: Sequence[Tensor] | None = None,
+    **kwargs: Any,
+) -> list[Tensor]:
+    """:func:`raw_vjp` with zeros for the inputs that no output depends on: the one vector-Jacobian product
+    helper of nestopt.
+
+    With ``is_grads_batched=True`` the cotangents carry a leading batch dimension, and so do the zeros.
+
+    Example:
+        >>> import torch
+        >>> x, y = torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True)
+        >>> [g.tolist() for g in vjp([(2 * x).sum()], [x, y])]
+        [[2.0, 2.0], [0.0, 0.0, 0.0]]
+    """
+    got = raw_vjp(outputs, inputs, cotangents, **kwargs)
+    batch: tuple[int, ...] = ()
+    if kwargs.get("is_grads_batched") and cotangents:
+        batch = (int(cotangents[0].shape[0]),)
+    return [x.new_zeros((*batch, *x.shape)) if g is None else g for x, g in zip(inputs, got)]
+
+
+def _grads_or_zeros(outputs: list[Tensor], inputs: Tree, cotangents: list[Tensor] | None, **kw: Any) -> Tree:
+    """:func:`vjp` with respect to the tree ``inputs``."""
+    return dict(zip(inputs, vjp(outputs, list(inputs.values()), cotangents, **kw)))
 
 
 def grad(
@@ -237,10 +277,7 @@ class Linearization:
         with torch.enable_grad():
             value = evaluate_loss(loss, self._w, self._h, batch, name)
             keys = list(self._w)
-            got = torch.autograd.grad(
-                value, [self._w[k] for k in keys], create_graph=(mode == "rev-rev"), allow_unused=True
-            )
-        self._g = [torch.zeros_like(self._w[k]) if g is None else g for k, g in zip(keys, got)]
+            self._g = vjp([value], [self._w[k] for k in keys], create_graph=(mode == "rev-rev"))
         self.counter.grads += 1
         self.last_unused: tuple[str, ...] = ()
         self.value: Tensor = value.detach()
@@ -274,19 +311,9 @@ class Linearization:
         self.counter.hvps += n
         if self.mode == "rev-rev":
             keys = list(self._w)
-            live = [(g, vs[k]) for g, k in zip(self._g, keys) if g.requires_grad]
-            if not live:
-                return {k: vs[k].new_zeros(vs[k].shape) for k in keys}
-            with torch.enable_grad():
-                got = torch.autograd.grad(
-                    [g for g, _ in live],
-                    [self._w[k] for k in keys],
-                    [c for _, c in live],
-                    retain_graph=True,
-                    allow_unused=True,
-                    is_grads_batched=True,
-                )
-            return {k: (vs[k].new_zeros(vs[k].shape) if g is None else g.detach()) for k, g in zip(keys, got)}
+            cots = [vs[k] for k in keys]
+            got = vjp(self._g, [self._w[k] for k in keys], cots, retain_graph=True, is_grads_batched=True)
+            return {k: g.detach() for k, g in zip(keys, got)}
         f = self._pure()
         h = tree.detach(self._h)
         w = tree.detach(self._w)
@@ -303,21 +330,13 @@ class Linearization:
         self.counter.mixed += 1
         keys = list(self._h)
         if self.mode == "rev-rev":
-            outs = [(g, v[k]) for g, k in zip(self._g, self._w) if g.requires_grad]
-            got: tuple[Tensor | None, ...] = tuple(None for _ in keys)
-            if outs:
-                with torch.enable_grad():
-                    got = torch.autograd.grad(
-                        [g for g, _ in outs], [self._h[k] for k in keys], [c for _, c in outs],
-                        retain_graph=True, allow_unused=True,
-                    )  # fmt: skip
+            cots = [v[k] for k in self._w]
+            got = raw_vjp(self._g, [self._h[k] for k in keys], cots, retain_graph=True)
         else:
             f = self._pure()
             with torch.enable_grad():
                 directional = torch.func.jvp(lambda w_: f(w_, self._h), (tree.detach(self._w),), (v,))[1]
-                got = tuple(None for _ in keys)
-                if directional.requires_grad:
-                    got = torch.autograd.grad(directional, [self._h[k] for k in keys], allow_unused=True)
+            got = raw_vjp([directional], [self._h[k] for k in keys])
         self.last_unused = tuple(k for k, g in zip(keys, got) if g is None)
         return {k: torch.zeros_like(self._h[k]) if g is None else g.detach() for k, g in zip(keys, got)}
 

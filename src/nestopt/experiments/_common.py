@@ -20,6 +20,7 @@ from nestopt.bilevel import BatchStream
 from nestopt.data import Loader, Split
 from nestopt.errors import SolverWarning
 from nestopt.hparams import Objective
+from nestopt.profile import threads
 from nestopt.tree import Tree
 
 __all__ = [
@@ -35,21 +36,6 @@ __all__ = [
 
 IFT_PAPER = "Optimizing Millions of Hyperparameters by Implicit Differentiation (Lorraine et al., AISTATS 2020)"
 CE = torch.nn.functional.cross_entropy
-
-
-@contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Run with ``n`` intra-op threads (``n <= 0``: leave torch's setting), restoring the old number after.
-
-    Small models run fastest, and time most steadily on a shared machine, on one thread.
-    """
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @contextmanager

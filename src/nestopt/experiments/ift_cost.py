@@ -8,7 +8,7 @@ network, its optimizer and one fixed global weight decay. Joint training tunes t
 
 Time is the median over interleaved repeats of CPU seconds of this process (one thread: immune to other
 programs on the machine). Peak memory is exact tensor-storage bytes, measured by
-:class:`~nestopt.experiments._memory.PeakMemory`; it counts what a training run keeps alive: the network, the
+:class:`~nestopt.profile.PeakMemory`; it counts what a training run keeps alive: the network, the
 data set, the optimizers' states, the hyperparameters, and everything the steps allocate. The claim uses the
 total (what ``torch.cuda.max_memory_allocated`` reports on a GPU); the metrics also give the extra memory
 beyond the network and the data.
@@ -28,9 +28,9 @@ from nestopt import data, hparams, hypergrad, linalg
 from nestopt.bilevel import BilevelTrainer
 from nestopt.data import Splits
 from nestopt.experiments._common import CE, IFT_PAPER, count, mlp, quiet_solvers, threads, train_plain
-from nestopt.experiments._memory import PeakMemory
 from nestopt.experiments.registry import Claim, Context, Outcome, experiment
 from nestopt.hparams import Objective
+from nestopt.profile import PeakMemory
 
 __all__: list[str] = []
 

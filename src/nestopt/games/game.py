@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nestopt.autodiff import Counter, check_loss_value, check_tree
+from nestopt.autodiff import Counter, check_loss_value, check_tree, vjp
 from nestopt.errors import InvalidArgumentError, ShapeMismatchError, TooLargeError, UnsupportedError
 from nestopt.tree import Tree
 
@@ -130,22 +130,14 @@ class GameLinearization:
     def _grad(
         self, outputs: list[Tensor], inputs: list[Tensor], cotangents: list[Tensor] | None, **kw: Any
     ) -> list[Tensor]:
-        live = [i for i, o in enumerate(outputs) if o.requires_grad]
-        if not live:
-            return [torch.zeros_like(x) for x in inputs]
-        cots = None if cotangents is None else [cotangents[i] for i in live]
         try:
-            with torch.enable_grad():
-                got = torch.autograd.grad(
-                    [outputs[i] for i in live], inputs, cots, allow_unused=True, retain_graph=True, **kw
-                )
+            return vjp(outputs, inputs, cotangents, retain_graph=True, **kw)
         except RuntimeError as err:
             raise UnsupportedError(
                 f"{self.what} needs second derivatives of the players' losses (the game Jacobian), but autograd "
                 f"could not form them: {err}. Use a first-order method (simultaneous or alternating gradient "
                 "steps with any torch.optim optimizer) for this game"
             ) from err
-        return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, got)]
 
     def vjp(self, u: list[Tensor]) -> list[Tensor]:
         """:math:`J^\\top u`."""

@@ -34,13 +34,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from nestopt._validate import nonnegative
 from nestopt.errors import InvalidArgumentError
 from nestopt.games.game import Game, GameLinearization
 from nestopt.tree import Tree
@@ -56,14 +56,6 @@ def _dot(a: list[Tensor], b: list[Tensor]) -> Tensor:
 
 def _axpy(alpha: float | Tensor, x: list[Tensor], y: list[Tensor]) -> list[Tensor]:
     return [yy + alpha * xx for xx, yy in zip(x, y)]
-
-
-def _check_real(value: Any, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidArgumentError(f"{name} must be a finite real number, got {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise InvalidArgumentError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
 
 
 class Rule:
@@ -98,7 +90,7 @@ class Consensus(Rule):
     name = "Consensus optimization"
 
     def __init__(self, gamma: float = 1.0) -> None:
-        self.gamma = _check_real(gamma, "gamma")
+        self.gamma = nonnegative("gamma", gamma)
 
     def _flat(self, game: Game, lin: GameLinearization) -> list[Tensor]:
         xi = [x.detach() for x in lin.xi]
@@ -119,9 +111,9 @@ class SGA(Rule):
     name = "SGA"
 
     def __init__(self, lam: float = 1.0, *, align: bool = True, eps: float = 0.1) -> None:
-        self.lam = _check_real(lam, "lam", positive=True)
+        self.lam = nonnegative("lam", lam, positive=True)
         self.align = bool(align)
-        self.eps = _check_real(eps, "eps")
+        self.eps = nonnegative("eps", eps)
         self.last_sign: float = 1.0
 
     def _flat(self, game: Game, lin: GameLinearization) -> list[Tensor]:
@@ -171,7 +163,7 @@ class LookAhead(Rule):
     name = "LookAhead"
 
     def __init__(self, alpha: float = 1.0) -> None:
-        self.alpha = _check_real(alpha, "alpha")
+        self.alpha = nonnegative("alpha", alpha)
 
     def _flat(self, game: Game, lin: GameLinearization) -> list[Tensor]:
         ho_xi, _ = _shaping_terms(game, lin, need_chi=False)
@@ -194,7 +186,7 @@ class LOLA(Rule):
     name = "LOLA"
 
     def __init__(self, alpha: float = 1.0, *, taylor: bool = True) -> None:
-        self.alpha = _check_real(alpha, "alpha")
+        self.alpha = nonnegative("alpha", alpha)
         self.taylor = bool(taylor)
 
     def _flat(self, game: Game, lin: GameLinearization) -> list[Tensor]:
@@ -237,9 +229,9 @@ class SOS(Rule):
     name = "SOS"
 
     def __init__(self, alpha: float = 1.0, *, a: float = 0.5, b: float = 0.1) -> None:
-        self.alpha = _check_real(alpha, "alpha")
-        self.a = _check_real(a, "a", positive=True)
-        self.b = _check_real(b, "b", positive=True)
+        self.alpha = nonnegative("alpha", alpha)
+        self.a = nonnegative("a", a, positive=True)
+        self.b = nonnegative("b", b, positive=True)
         if self.a >= 1 or self.b >= 1:
             raise InvalidArgumentError(f"a and b must be in (0, 1), got a={a!r}, b={b!r}")
         self.last_p: float = 1.0

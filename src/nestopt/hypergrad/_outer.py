@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from nestopt import tree
-from nestopt.autodiff import Counter, LossFn, evaluate_loss
+from nestopt.autodiff import Counter, LossFn, evaluate_loss, raw_vjp
 from nestopt.tree import Tree
 
 __all__ = ["outer_gradients"]
@@ -26,8 +26,7 @@ def outer_gradients(
     h = {k: v.detach().requires_grad_(True) for k, v in hparams.items()}
     with torch.enable_grad():
         value = evaluate_loss(outer_loss, w, h, batch, "outer_loss")
-        inputs = list(w.values()) + list(h.values())
-        got = torch.autograd.grad(value, inputs, allow_unused=True) if value.requires_grad else [None] * len(inputs)
+        got = raw_vjp([value], list(w.values()) + list(h.values()))
     counter.grads += 1
     gw = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(w.items(), got[: len(w)])}
     if drop_unused:

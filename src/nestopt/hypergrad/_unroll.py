@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nestopt.autodiff import Counter, LossFn, evaluate_loss
+from nestopt._validate import positive_int
+from nestopt.autodiff import Counter, LossFn, evaluate_loss, vjp
 from nestopt.errors import InvalidArgumentError
 from nestopt.optim.functional import FunctionalOptimizer
 from nestopt.tree import Tree
@@ -18,9 +19,7 @@ __all__ = ["batch_schedule", "check_steps", "inner_step"]
 
 def check_steps(steps: Any) -> int:
     """Raise unless ``steps`` is a positive integer."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise InvalidArgumentError(f"steps must be a positive integer, got {steps!r}")
-    return steps
+    return positive_int("steps", steps)
 
 
 def batch_schedule(inner_batches: Any, steps: int) -> Callable[[int], Any]:
@@ -83,9 +82,9 @@ def inner_step(
             w = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             h = {k: v.detach() for k, v in hparams.items()}
         value = evaluate_loss(inner_loss, w, h, batch, f"inner_loss at inner step {step}")
-        got = torch.autograd.grad(value, list(w.values()), create_graph=create_graph, allow_unused=True)
+        got = vjp([value], list(w.values()), create_graph=create_graph)
     counter.grads += 1
-    grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(w.items(), got)}
+    grads = dict(zip(w, got))
     if create_graph:
         with torch.enable_grad():
             new_w, new_state = optimizer.update(grads, state, w, h)

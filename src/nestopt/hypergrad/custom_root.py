@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from nestopt import tree
-from nestopt.autodiff import check_tree
+from nestopt.autodiff import check_tree, vjp
 from nestopt.errors import InvalidArgumentError, NonFiniteError, ShapeMismatchError
 from nestopt.linalg import CG, LinearOperator, Solver
 from nestopt.tree import Tree
@@ -27,16 +27,6 @@ from nestopt.tree import Tree
 __all__ = ["custom_root"]
 
 OptimalityFn = Callable[..., Tree]
-
-
-def _vjp_or_zeros(outputs: list[Tensor], inputs: list[Tensor], cotangents: list[Tensor]) -> list[Tensor]:
-    live = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
-    if not live:
-        return [torch.zeros_like(x) for x in inputs]
-    got = torch.autograd.grad(
-        [o for o, _ in live], inputs, [c for _, c in live], retain_graph=True, allow_unused=True
-    )  # fmt: skip
-    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, got)]
 
 
 class _RootFunction(torch.autograd.Function):
@@ -64,12 +54,12 @@ class _RootFunction(torch.autograd.Function):
             w_list = [w[k] for k in p_keys]
 
             def transpose_jacobian(v: Tree) -> Tree:
-                return dict(zip(p_keys, _vjp_or_zeros(outs, w_list, [v[k] for k in p_keys])))
+                return dict(zip(p_keys, vjp(outs, w_list, [v[k] for k in p_keys], retain_graph=True)))
 
             rhs = {k: (c if c is not None else torch.zeros_like(w[k])) for k, c in zip(p_keys, cotangents)}
             op = LinearOperator(transpose_jacobian, like=w, symmetric=setup["symmetric"])
             solution = setup["solver"].solve(op, rhs)
-            grads_h = _vjp_or_zeros(outs, [h[k] for k in h_keys], [solution.value[k] for k in p_keys])
+            grads_h = vjp(outs, [h[k] for k in h_keys], [solution.value[k] for k in p_keys], retain_graph=True)
         setup["report"](solution.info)
         out = [-g for g in grads_h]
         if not all(bool(torch.isfinite(g).all()) for g in out):

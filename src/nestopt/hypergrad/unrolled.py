@@ -21,7 +21,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from nestopt import tree
-from nestopt.autodiff import Counter, LossFn, check_tree, evaluate_loss
+from nestopt.autodiff import Counter, LossFn, check_tree, evaluate_loss, vjp
 from nestopt.errors import InvalidArgumentError, NonFiniteError
 from nestopt.hypergrad._outer import outer_gradients
 from nestopt.hypergrad._unroll import batch_schedule, check_steps, inner_step
@@ -102,11 +102,7 @@ class _Bisection:
         cotangents = list(ct_w.values()) + [ct_s[i] for i in out_idx]
         live = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
         inputs = list(w0.values()) + [leaves[i] for i in idx] + list(self.h.values())
-        with torch.enable_grad():
-            got = torch.autograd.grad(
-                [o for o, _ in live], inputs, [c for _, c in live], allow_unused=True
-            )  # fmt: skip
-        grads_in = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, got)]
+        grads_in = vjp([o for o, _ in live], inputs, [c for _, c in live])
         n_w, n_s = len(w0), len(idx)
         ct_w_prev = dict(zip(w0, grads_in[:n_w]))
         ct_s_prev: list[Any] = [None] * len(leaves)
@@ -214,10 +210,9 @@ def unrolled(
         last_grad = {}
         with torch.enable_grad():
             value = evaluate_loss(outer_loss, w, h, outer_batch, "outer_loss")
-            got = torch.autograd.grad(value, list(h.values()), allow_unused=True)
+        grads = dict(zip(h, vjp([value], list(h.values()))))
         counter.grads += 1
         outer_value = float(value.detach())
-        grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(h.items(), got)}
         final_w = tree.detach(w)
         final_state = _detach_state(state)
     if not tree.all_finite(grads):

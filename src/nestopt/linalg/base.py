@@ -12,7 +12,7 @@ from torch import Tensor
 
 from nestopt import tree
 from nestopt.autodiff import Linearization
-from nestopt.errors import InvalidArgumentError, SolverDivergedError, SolverWarning
+from nestopt.errors import SolverDivergedError, SolverWarning
 from nestopt.tree import Tree
 
 __all__ = ["LinearOperator", "Solution", "SolveInfo", "Solver", "Status"]
@@ -171,20 +171,3 @@ class Solver:
     def _relative_residual(op: LinearOperator, x: Tree, b: Tree, b_norm: Tensor) -> float:
         r = tree.sub(op.matvec(x), b)
         return float(tree.norm(r) / b_norm) if float(b_norm) > 0 else float(tree.norm(r))
-
-
-def check_positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_nonnegative(name: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgumentError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not (v > 0.0 if positive else v >= 0.0) or v != v or v == float("inf"):
-        raise InvalidArgumentError(
-            f"{name} must be a finite {'positive' if positive else 'non-negative'} number, got {value!r}"
-        )
-    return v

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from nestopt import tree
+from nestopt._validate import nonnegative, positive_int
 from nestopt.errors import UnsupportedError
 from nestopt.linalg.base import (
     LinearOperator,
@@ -13,8 +14,6 @@ from nestopt.linalg.base import (
     SolveInfo,
     Solver,
     Status,
-    check_nonnegative,
-    check_positive_int,
 )
 from nestopt.tree import Tree
 
@@ -55,9 +54,9 @@ class CG(Solver):
     throw: bool = False
 
     def __post_init__(self) -> None:
-        check_positive_int("steps", self.steps)
-        check_nonnegative("tol", self.tol)
-        check_nonnegative("damping", self.damping)
+        positive_int("steps", self.steps)
+        nonnegative("tol", self.tol)
+        nonnegative("damping", self.damping)
 
     def _apply(self, op: LinearOperator, v: Tree) -> Tree:
         av = op.matvec(v)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from nestopt import tree
+from nestopt._validate import nonnegative, positive_int
 from nestopt.errors import TooLargeError
 from nestopt.linalg.base import (
     LinearOperator,
@@ -14,8 +15,6 @@ from nestopt.linalg.base import (
     SolveInfo,
     Solver,
     Status,
-    check_nonnegative,
-    check_positive_int,
 )
 from nestopt.tree import Tree
 
@@ -67,8 +66,8 @@ class Exact(Solver):
     throw: bool = False
 
     def __post_init__(self) -> None:
-        check_positive_int("max_size", self.max_size)
-        check_nonnegative("damping", self.damping)
+        positive_int("max_size", self.max_size)
+        nonnegative("damping", self.damping)
 
     def _solve(self, op: LinearOperator, b: Tree) -> Solution:
         n = op.numel

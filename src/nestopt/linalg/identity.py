@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nestopt import tree
-from nestopt.linalg.base import LinearOperator, Solution, SolveInfo, Solver, Status, check_nonnegative
+from nestopt._validate import nonnegative
+from nestopt.linalg.base import LinearOperator, Solution, SolveInfo, Solver, Status
 from nestopt.tree import Tree
 
 __all__ = ["Identity"]
@@ -32,7 +33,7 @@ class Identity(Solver):
     throw: bool = False
 
     def __post_init__(self) -> None:
-        check_nonnegative("alpha", self.alpha, positive=True)
+        nonnegative("alpha", self.alpha, positive=True)
 
     def _solve(self, op: LinearOperator, b: Tree) -> Solution:
         x = tree.scale(b, self.alpha)

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 
 from nestopt import tree
+from nestopt._validate import nonnegative, positive_int
 from nestopt.errors import InvalidArgumentError
 from nestopt.linalg.base import (
     LinearOperator,
@@ -15,8 +16,6 @@ from nestopt.linalg.base import (
     SolveInfo,
     Solver,
     Status,
-    check_nonnegative,
-    check_positive_int,
 )
 
 __all__ = ["Neumann"]
@@ -64,12 +63,12 @@ class Neumann(Solver):
     throw: bool = False
 
     def __post_init__(self) -> None:
-        check_positive_int("steps", self.steps)
-        check_nonnegative("alpha", self.alpha, positive=True)
+        positive_int("steps", self.steps)
+        nonnegative("alpha", self.alpha, positive=True)
         if self.on_growth not in ("stop", "continue"):
             raise InvalidArgumentError(f"on_growth must be 'stop' or 'continue', got {self.on_growth!r}")
         if self.tol is not None:
-            check_nonnegative("tol", self.tol)
+            nonnegative("tol", self.tol)
 
     def _cause(self, quotient: float) -> str:
         if quotient < 0.0:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from nestopt import tree
+from nestopt._validate import nonnegative, positive_int
 from nestopt.errors import InvalidArgumentError
 from nestopt.linalg.base import (
     LinearOperator,
@@ -15,8 +16,6 @@ from nestopt.linalg.base import (
     SolveInfo,
     Solver,
     Status,
-    check_nonnegative,
-    check_positive_int,
 )
 from nestopt.tree import Tree
 
@@ -63,10 +62,10 @@ class Nystrom(Solver):
     _gen: torch.Generator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        check_positive_int("rank", self.rank)
-        check_nonnegative("rho", self.rho, positive=True)
+        positive_int("rank", self.rank)
+        nonnegative("rho", self.rho, positive=True)
         if self.chunk_size is not None:
-            check_positive_int("chunk_size", self.chunk_size)
+            positive_int("chunk_size", self.chunk_size)
         self._gen = torch.Generator().manual_seed(self.seed)
 
     def _columns(self, op: LinearOperator, b: Tree, idx: Tensor) -> dict[str, Tensor]:

@@ -18,7 +18,6 @@ __all__ = [
     "ValidatedOptimizer",
     "check_coefficient",
     "check_lr",
-    "check_nonnegative",
     "check_real_params",
     "default_foreach",
     "grads_of_group",
@@ -42,13 +41,6 @@ def check_lr(lr: Any, name: str = "lr") -> float:
     if not math.isfinite(lr) or lr < 0:
         raise InvalidArgumentError(f"Invalid learning rate: {name}={lr!r}; it must be finite and >= 0")
     return float(lr)
-
-
-def check_nonnegative(value: Any, name: str) -> float:
-    """A finite real number >= 0 (weight decay, epsilon), as a float."""
-    if not _is_number(value) or isinstance(value, complex) or not math.isfinite(value) or value < 0:
-        raise InvalidArgumentError(f"Invalid {name}: {name}={value!r}; it must be a finite real number >= 0")
-    return float(value)
 
 
 def check_coefficient(value: Any, name: str, *, allow_complex: bool = True) -> complex:

@@ -38,11 +38,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nestopt._validate import nonnegative
 from nestopt.optim._common import (
     ValidatedOptimizer,
     check_coefficient,
     check_lr,
-    check_nonnegative,
     state_buffers,
     use_foreach,
     warn_if_not_decaying,
@@ -97,7 +97,7 @@ class ComplexMomentum(ValidatedOptimizer):
             "lr": check_lr(lr),
             "beta": check_coefficient(beta, "beta"),
             "alpha": check_coefficient(alpha, "alpha"),
-            "weight_decay": check_nonnegative(weight_decay, "weight_decay"),
+            "weight_decay": nonnegative("weight_decay", weight_decay),
             "maximize": bool(maximize),
             "foreach": foreach,
         }
@@ -107,7 +107,7 @@ class ComplexMomentum(ValidatedOptimizer):
         group["lr"] = check_lr(group["lr"])
         group["beta"] = check_coefficient(group["beta"], "beta")
         group["alpha"] = check_coefficient(group["alpha"], "alpha")
-        group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
+        group["weight_decay"] = nonnegative("weight_decay", group["weight_decay"])
         warn_if_not_decaying(group["beta"], "beta", stacklevel=5)
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
@@ -220,8 +220,8 @@ class ComplexAdam(ValidatedOptimizer):
         defaults = {
             "lr": check_lr(lr),
             "betas": _check_betas(betas),
-            "eps": check_nonnegative(eps, "eps"),
-            "weight_decay": check_nonnegative(weight_decay, "weight_decay"),
+            "eps": nonnegative("eps", eps),
+            "weight_decay": nonnegative("weight_decay", weight_decay),
             "maximize": bool(maximize),
             "foreach": foreach,
         }
@@ -230,8 +230,8 @@ class ComplexAdam(ValidatedOptimizer):
     def _validate_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_lr(group["lr"])
         group["betas"] = _check_betas(group["betas"])
-        group["eps"] = check_nonnegative(group["eps"], "eps")
-        group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
+        group["eps"] = nonnegative("eps", group["eps"])
+        group["weight_decay"] = nonnegative("weight_decay", group["weight_decay"])
         warn_if_not_decaying(group["betas"][0], "beta1", stacklevel=5)
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nestopt._validate import nonnegative
 from nestopt.optim._common import (
     ValidatedOptimizer,
     check_coefficient,
     check_lr,
-    check_nonnegative,
     state_buffers,
     use_foreach,
     warn_if_not_decaying,
@@ -77,7 +77,7 @@ class HeavyBall(ValidatedOptimizer):
         defaults = {
             "lr": check_lr(lr),
             "momentum": check_coefficient(momentum, "momentum", allow_complex=False).real,
-            "weight_decay": check_nonnegative(weight_decay, "weight_decay"),
+            "weight_decay": nonnegative("weight_decay", weight_decay),
             "maximize": bool(maximize),
             "foreach": foreach,
         }
@@ -86,7 +86,7 @@ class HeavyBall(ValidatedOptimizer):
     def _validate_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_lr(group["lr"])
         group["momentum"] = check_coefficient(group["momentum"], "momentum", allow_complex=False).real
-        group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
+        group["weight_decay"] = nonnegative("weight_decay", group["weight_decay"])
         warn_if_not_decaying(group["momentum"], "momentum", stacklevel=5)
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:

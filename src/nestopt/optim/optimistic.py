@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nestopt._validate import nonnegative
 from nestopt.errors import InvalidArgumentError
 from nestopt.optim._common import (
     ValidatedOptimizer,
     check_coefficient,
     check_lr,
-    check_nonnegative,
     state_buffers,
     use_foreach,
     with_weight_decay,
@@ -73,7 +73,7 @@ class OptimisticSGD(ValidatedOptimizer):
     ) -> None:
         defaults = {
             "lr": check_lr(lr),
-            "weight_decay": check_nonnegative(weight_decay, "weight_decay"),
+            "weight_decay": nonnegative("weight_decay", weight_decay),
             "maximize": bool(maximize),
             "foreach": foreach,
         }
@@ -81,7 +81,7 @@ class OptimisticSGD(ValidatedOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_lr(group["lr"])
-        group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
+        group["weight_decay"] = nonnegative("weight_decay", group["weight_decay"])
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
         foreach = use_foreach(group, params)
@@ -150,8 +150,8 @@ class OptimisticAdam(ValidatedOptimizer):
         defaults = {
             "lr": check_lr(lr),
             "betas": _real_betas(betas),
-            "eps": check_nonnegative(eps, "eps"),
-            "weight_decay": check_nonnegative(weight_decay, "weight_decay"),
+            "eps": nonnegative("eps", eps),
+            "weight_decay": nonnegative("weight_decay", weight_decay),
             "maximize": bool(maximize),
             "foreach": foreach,
         }
@@ -160,8 +160,8 @@ class OptimisticAdam(ValidatedOptimizer):
     def _validate_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_lr(group["lr"])
         group["betas"] = _real_betas(group["betas"])
-        group["eps"] = check_nonnegative(group["eps"], "eps")
-        group["weight_decay"] = check_nonnegative(group["weight_decay"], "weight_decay")
+        group["eps"] = nonnegative("eps", group["eps"])
+        group["weight_decay"] = nonnegative("weight_decay", group["weight_decay"])
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
         (avg, sq, prev), steps = state_buffers(

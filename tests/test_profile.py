@@ -2,7 +2,7 @@
 
 import torch
 
-from nestopt.experiments._memory import PeakMemory, peak_memory
+from nestopt.profile import PeakMemory, peak_memory
 
 F = 4  # bytes per float32
 

@@ -1,4 +1,7 @@
-"""Exact peak memory of tensor storages, on any device, in-process.
+"""Measuring what computations cost: exact peak memory of tensor storages, and thread settings.
+
+Peak memory
+-----------
 
 :class:`PeakMemory` is a ``TorchDispatchMode``: it sees every tensor an operator returns (backward passes
 included), keeps a weak reference to its storage, and sums the bytes of the storages still alive. Tensors
@@ -14,9 +17,15 @@ caching are not modelled: the figures are tensor bytes, exactly.
 
 :func:`peak_memory` measures a callable; on CUDA it uses ``torch.cuda.max_memory_allocated`` instead.
 
+Threads
+-------
+
+:func:`threads` runs a block with a given number of intra-op threads: small models run fastest, and time most
+steadily on a shared machine, on one thread.
+
 Example:
     >>> import torch
-    >>> from nestopt.experiments._memory import PeakMemory
+    >>> from nestopt.profile import PeakMemory
     >>> w = torch.zeros(1000)  # 4000 bytes that exist before the region
     >>> with PeakMemory(count=[w]) as mem:
     ...     a = torch.ones(1000)
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -39,7 +48,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["PeakMemory", "peak_memory"]
+__all__ = ["PeakMemory", "peak_memory", "threads"]
 
 
 class PeakMemory(TorchDispatchMode):
@@ -134,7 +143,7 @@ def peak_memory(
 
     Example:
         >>> import torch
-        >>> from nestopt.experiments._memory import peak_memory
+        >>> from nestopt.profile import peak_memory
         >>> x = torch.zeros(256)
         >>> peak_memory(lambda: (x + 1).sum(), count=[x])  # x, x + 1 and the 4-byte sum alive together
         {'total': 2052, 'baseline': 1024, 'extra': 1028}
@@ -151,3 +160,23 @@ def peak_memory(
     with PeakMemory(count=count) as tracker:
         fn()
     return {"total": tracker.peak, "baseline": tracker.baseline, "extra": tracker.extra}
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (``n <= 0``: leave torch's setting), then restore.
+
+    Example:
+        >>> import torch
+        >>> from nestopt.profile import threads
+        >>> with threads(1):
+        ...     torch.get_num_threads()
+        1
+    """
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
