@@ -2,14 +2,19 @@
 #   make demo   -- the flagship run (creates .venv, installs what it needs, runs it)
 #   make test   -- ruff, mypy and pytest
 #   make bench  -- benchmarks against peer libraries (writes benchmarks/results/)
+#   make docs   -- the API reference and guides, built with warnings as errors (site/)
 #
-# A torch that the base python can already import (a CUDA build, say) is reused through
-# --system-site-packages and never replaced; otherwise the CPU build torch==2.13.0 is installed.
+# Which torch: a torch that the base python can already import (a CUDA build, say) is reused through
+# --system-site-packages and never replaced. Otherwise $(TORCH_PIN) is installed from TORCH_INDEX_URL, by
+# default PyTorch's CPU-only index (about 200 MB instead of the several GB of PyPI's CUDA build on Linux):
+#   make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126   # a CUDA 12.6 build
+#   make test TORCH_INDEX_URL=                                         # PyPI's default build
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 DEMO ?= flagship
 DEMO_OUT ?= runs/demo
 
@@ -24,9 +29,21 @@ $(PY):
 	fi
 	$(PY) -m pip install --quiet --upgrade pip
 
-# torch first, and only when it is missing, so that an installed build is never swapped out.
+# torch first, and only when it is missing, so that an installed build is never swapped out. It comes from
+# TORCH_INDEX_URL without its dependencies (pip's configured find-links and extra indexes are still searched),
+# then its dependencies from PyPI; an unreachable index stops here rather than fetching another build.
 $(VENV)/.torch: | $(PY)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_PIN)
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+		if [ -n "$(TORCH_INDEX_URL)" ]; then \
+			echo "installing $(TORCH_PIN) from $(TORCH_INDEX_URL)"; \
+			$(PY) -m pip install --quiet --retries 1 --no-deps --index-url "$(TORCH_INDEX_URL)" "$(TORCH_PIN)" || { \
+				echo "could not install $(TORCH_PIN) from $(TORCH_INDEX_URL); set TORCH_INDEX_URL to another index, or to nothing for PyPI's default build" >&2; exit 1; }; \
+		else \
+			echo "installing $(TORCH_PIN) from PyPI (on Linux, a CUDA build)"; \
+		fi; \
+		$(PY) -m pip install --quiet "$(TORCH_PIN)"; \
+	fi
+	@$(PY) -c "import torch; print('using torch', torch.__version__, '(CUDA ' + str(torch.version.cuda) + ')' if torch.version.cuda else '(CPU build)')"
 	@touch $@
 
 $(VENV)/.demo: pyproject.toml $(VENV)/.torch

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "InvalidArgumentError",
     "NestoptError",
     "NestoptWarning",
@@ -51,6 +52,11 @@ class TooLargeError(NestoptError, ValueError):
 
 class UnsupportedError(NestoptError, TypeError):
     """The combination of method and problem is not supported; the message says what to use instead."""
+
+
+class CheckpointError(NestoptError, ValueError):
+    """A checkpoint file cannot be loaded: it is not one, it was written for another set-up, or it carries
+    objects other than tensors and plain values (which are never unpickled)."""
 
 
 class SolverDivergedError(NestoptError, RuntimeError):

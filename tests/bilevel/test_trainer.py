@@ -129,11 +129,11 @@ def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path):
 
 def test_bad_configurations():
     d, net = _setup()
-    with pytest.raises(UnsupportedError, match="implicit function theorem"):
+    with pytest.raises(UnsupportedError, match="cannot differentiate"):
         nestopt.BilevelTrainer(net, CE, [hparams.LearningRate()])
     with pytest.raises(ShapeMismatchError, match="attach the family to the model being trained"):
         nestopt.BilevelTrainer(net, CE, [hparams.WeightDecay(torch.nn.Linear(6, 3))])
-    with pytest.raises(InvalidArgumentError, match="leave inner_optimizer=None"):
+    with pytest.raises(InvalidArgumentError, match="leave inner_optimizer"):
         nestopt.BilevelTrainer(
             net, CE, [], hypergrad=STRATEGIES["unrolled"]["hypergrad"], inner_optimizer=torch.optim.SGD
         )

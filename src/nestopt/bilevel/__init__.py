@@ -1,7 +1,9 @@
-"""Training loops for bilevel problems: :class:`BilevelTrainer` and its :class:`History`."""
+"""Training loops for bilevel problems: :class:`BilevelTrainer`, its :class:`History` and callbacks."""
 
+from nestopt.bilevel import checkpoint
+from nestopt.bilevel.callbacks import Callback, TensorBoardLogger
 from nestopt.bilevel.history import History
 from nestopt.bilevel.streams import BatchStream
 from nestopt.bilevel.trainer import BilevelTrainer
 
-__all__ = ["BatchStream", "BilevelTrainer", "History"]
+__all__ = ["BatchStream", "BilevelTrainer", "Callback", "History", "TensorBoardLogger", "checkpoint"]

@@ -24,10 +24,21 @@ Example:
 """
 
 from nestopt.hparams.augmentation import AugmentationNet
-from nestopt.hparams.base import Family, Objective
+from nestopt.hparams.base import Family
 from nestopt.hparams.distillation import DistilledData
 from nestopt.hparams.learning_rate import LearningRate
+from nestopt.hparams.objective import Objective, ObjectiveLoss, model_mode
 from nestopt.hparams.reweighting import LossReweighting
 from nestopt.hparams.weight_decay import WeightDecay
 
-__all__ = ["AugmentationNet", "DistilledData", "Family", "LearningRate", "LossReweighting", "Objective", "WeightDecay"]
+__all__ = [
+    "AugmentationNet",
+    "DistilledData",
+    "Family",
+    "LearningRate",
+    "LossReweighting",
+    "Objective",
+    "ObjectiveLoss",
+    "WeightDecay",
+    "model_mode",
+]

@@ -30,7 +30,7 @@ class LearningRate(Family):
         0.1
     """
 
-    unroll_only = True
+    enters = frozenset({"trajectory"})
 
     def __init__(self, init: float = 0.1, *, name: str = "learning_rate") -> None:
         if not (isinstance(init, float | int) and init > 0 and math.isfinite(init)):

@@ -10,7 +10,14 @@ estimator                      how                                          use 
 =============================  ===========================================  ==========================
 
 Each returns a :class:`HypergradResult` with ``grads`` (the keys of ``hparams``) and ``info``.
-:class:`Implicit`, :class:`Unrolled` and :class:`Forward` are the same estimators as strategy values.
+
+They are thin layers over two composable primitives, which pull a cotangent on the inner solution back to
+the hyperparameters (and, when unrolling, to the initial weights): :func:`implicit_vjp` and
+:func:`unrolled_vjp`. Chaining them differentiates problems of several stages (pre-training, then
+fine-tuning). :func:`implicit_solution` puts an implicit solution into torch's autograd graph.
+
+:class:`Implicit`, :class:`Unrolled` and :class:`Forward` are the same estimators as strategy values: a
+training loop calls them through the :class:`Strategy` protocol (see :mod:`nestopt.hypergrad.strategy`).
 
 Example:
     >>> import torch
@@ -27,18 +34,26 @@ Example:
 
 from nestopt.hypergrad.custom_root import custom_root
 from nestopt.hypergrad.forward import Forward, forward
-from nestopt.hypergrad.implicit import Implicit, implicit
-from nestopt.hypergrad.result import HypergradInfo, HypergradResult
-from nestopt.hypergrad.unrolled import Unrolled, unrolled
+from nestopt.hypergrad.implicit import Implicit, default_solver, implicit, implicit_solution, implicit_vjp
+from nestopt.hypergrad.result import HypergradInfo, HypergradResult, VJPResult
+from nestopt.hypergrad.strategy import Problem, Strategy
+from nestopt.hypergrad.unrolled import Unrolled, unrolled, unrolled_vjp
 
 __all__ = [
     "Forward",
     "HypergradInfo",
     "HypergradResult",
     "Implicit",
+    "Problem",
+    "Strategy",
     "Unrolled",
+    "VJPResult",
     "custom_root",
+    "default_solver",
     "forward",
     "implicit",
+    "implicit_solution",
+    "implicit_vjp",
     "unrolled",
+    "unrolled_vjp",
 ]

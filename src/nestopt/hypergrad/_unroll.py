@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nestopt import _rng
 from nestopt._validate import positive_int
 from nestopt.autodiff import Counter, LossFn, evaluate_loss, vjp
 from nestopt.errors import InvalidArgumentError
@@ -68,13 +69,15 @@ def inner_step(
     create_graph: bool,
     counter: Counter,
     step: int,
-) -> tuple[Tree, dict[str, Any], Tree]:
+    seed: int,
+) -> tuple[Tree, dict[str, Any], Tree, Tensor]:
     """One optimizer step on the inner loss; with ``create_graph`` the step stays differentiable.
 
-    Returns the new parameters, the new optimizer state and the (detached) inner gradient. Without
-    ``create_graph`` everything is detached: the result carries no graph.
+    The loss is evaluated with torch's global generators seeded from ``(seed, step)``, so that recomputing a
+    step (checkpointing) draws the same dropout masks. Returns the new parameters, the new optimizer state,
+    the (detached) inner gradient and the (detached) loss. Without ``create_graph`` everything is detached.
     """
-    with torch.enable_grad():
+    with torch.enable_grad(), _rng.fork(_rng.derive(seed, step)):
         if create_graph:
             w = {k: v if v.requires_grad else v.detach().requires_grad_(True) for k, v in params.items()}
             h = hparams
@@ -88,7 +91,7 @@ def inner_step(
     if create_graph:
         with torch.enable_grad():
             new_w, new_state = optimizer.update(grads, state, w, h)
-        return new_w, new_state, {k: g.detach() for k, g in grads.items()}
+        return new_w, new_state, {k: g.detach() for k, g in grads.items()}, value.detach()
     with torch.no_grad():
         new_w, new_state = optimizer.update(grads, state, {k: v.detach() for k, v in w.items()}, h)
-    return new_w, new_state, grads
+    return new_w, new_state, grads, value.detach()

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from nestopt import tree
-from nestopt.autodiff import check_tree, vjp
-from nestopt.errors import InvalidArgumentError, NonFiniteError, ShapeMismatchError
+from nestopt.autodiff import check_tree
+from nestopt.errors import InvalidArgumentError, NonFiniteError, ShapeMismatchError, UnsupportedError
 from nestopt.linalg import CG, LinearOperator, Solver
 from nestopt.tree import Tree
 
@@ -29,42 +29,119 @@ __all__ = ["custom_root"]
 OptimalityFn = Callable[..., Tree]
 
 
-class _RootFunction(torch.autograd.Function):
+@dataclass
+class _Setup:
+    """What the Function needs besides its tensor inputs (an object, not a dict: functorch must not flatten it)."""
+
+    inner_solver: Callable[..., Tree]
+    optimality_fn: OptimalityFn
+    solver: Solver
+    symmetric: bool
+    hparam_keys: list[str]
+    args: list[tuple[bool, Any]]  # (is a tensor input, the value otherwise) for each positional argument
+    kwargs: dict[str, Any]
+    report: Callable[[Any], None]
+    param_keys: list[str] = field(default_factory=list)
+
+    def split(self, inputs: tuple[Any, ...]) -> tuple[Tree, list[Any]]:
+        """The hyperparameter tree and the solver's positional arguments from the Function's inputs."""
+        n_h = len(self.hparam_keys)
+        tensors = iter(inputs[n_h:])
+        args = [next(tensors) if is_tensor else value for is_tensor, value in self.args]
+        return dict(zip(self.hparam_keys, inputs[:n_h])), args
+
+
+def _implicit_gradient(setup: _Setup, n_inputs: int, saved: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """:math:`-(\\partial_\\lambda F)^\\top x` with :math:`(\\partial_w F)^\\top x = u` for one problem."""
+    h_in, args = setup.split(saved[:n_inputs])
+    p_keys, h_keys = setup.param_keys, setup.hparam_keys
+    n_p = len(p_keys)
+    w = dict(zip(p_keys, saved[n_inputs : n_inputs + n_p]))
+    cotangent = dict(zip(p_keys, saved[n_inputs + n_p :]))
+
+    def residual(w_: Tree, h_: Tree) -> Tree:
+        out = setup.optimality_fn(w_, h_, *args, **setup.kwargs)
+        if not isinstance(out, dict) or set(out) != set(p_keys):
+            raise ShapeMismatchError(
+                f"optimality_fn must return a tree with the keys of the solution {sorted(p_keys)}, "
+                f"got {sorted(out) if isinstance(out, dict) else type(out).__name__}"
+            )
+        return {k: out[k] for k in p_keys}
+
+    # torch.func.vjp rather than autograd.grad, so that the backward pass also runs under torch.func.grad
+    vjp_w = torch.func.vjp(lambda w_: residual(w_, h_in), w)[1]
+    vjp_h = torch.func.vjp(lambda h_: residual(w, h_), h_in)[1]
+    solution = setup.solver.solve(LinearOperator(lambda v: vjp_w(v)[0], like=w, symmetric=setup.symmetric), cotangent)
+    setup.report(solution.info)
+    grads = vjp_h(solution.value)[0]
+    out = tuple(-grads[k] for k in h_keys)
+    if not all(bool(torch.isfinite(g).all()) for g in out):
+        raise NonFiniteError(f"custom_root: the implicit gradient is not finite ({solution.info.message})")
+    return out
+
+
+class _ImplicitBackward(torch.autograd.Function):
+    """The backward pass of :class:`_RootFunction` as a Function of its own, so that under ``vmap`` it loops
+    over the batch too (the solver's convergence checks cannot run on batched tensors)."""
+
     @staticmethod
-    def forward(ctx: Any, setup: dict[str, Any], *hparam_values: Tensor) -> tuple[Tensor, ...]:
+    def forward(setup: _Setup, n_inputs: int, *saved: Tensor) -> tuple[Tensor, ...]:
+        return _implicit_gradient(setup, n_inputs, saved)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Any, ...]:
+        raise UnsupportedError("custom_root hypergradients cannot be differentiated a second time")
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], setup: _Setup, n_inputs: int, *saved: Tensor) -> Any:
+        dims = in_dims[2:]
+        rows = [
+            _ImplicitBackward.apply(setup, n_inputs, *[x if d is None else x.select(d, i) for x, d in zip(saved, dims)])
+            for i in range(info.batch_size)
+        ]
+        stacked = tuple(torch.stack([row[j] for row in rows]) for j in range(len(rows[0])))
+        return stacked, tuple(0 for _ in stacked)
+
+
+class _RootFunction(torch.autograd.Function):
+    """The inner solution in the forward pass; the IFT in the backward pass; a loop over the batch under vmap."""
+
+    @staticmethod
+    def forward(setup: _Setup, *inputs: Tensor) -> tuple[Tensor, ...]:
+        h, args = setup.split(inputs)
+        with torch.no_grad():
+            solution = check_tree(setup.inner_solver(h, *args, **setup.kwargs), "the inner solver's result")
+        setup.param_keys = list(solution)
+        return tuple(solution[k].detach() for k in solution)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        setup, *values = inputs
         ctx.setup = setup
-        ctx.save_for_backward(*hparam_values)
-        return tuple(setup["solution"][k].detach().clone() for k in setup["param_keys"])
+        ctx.n_inputs = len(values)
+        ctx.save_for_backward(*values, *output)
 
     @staticmethod
     def backward(ctx: Any, *cotangents: Tensor) -> tuple[Any, ...]:
-        setup = ctx.setup
-        h_values = ctx.saved_tensors
-        p_keys, h_keys = setup["param_keys"], setup["hparam_keys"]
-        with torch.enable_grad():
-            w = {k: setup["solution"][k].detach().requires_grad_(True) for k in p_keys}
-            h = {k: v.detach().requires_grad_(True) for k, v in zip(h_keys, h_values)}
-            residual = setup["optimality_fn"](w, h, *setup["args"], **setup["kwargs"])
-            if not isinstance(residual, dict) or set(residual) != set(p_keys):
-                raise ShapeMismatchError(
-                    f"optimality_fn must return a tree with the keys of the solution {sorted(p_keys)}, "
-                    f"got {sorted(residual) if isinstance(residual, dict) else type(residual).__name__}"
-                )
-            outs = [residual[k] for k in p_keys]
-            w_list = [w[k] for k in p_keys]
+        saved = ctx.saved_tensors
+        cots = [torch.zeros_like(w) if c is None else c for c, w in zip(cotangents, saved[ctx.n_inputs :])]
+        grads = _ImplicitBackward.apply(ctx.setup, ctx.n_inputs, *saved, *cots)
+        return (None, *grads, *[None] * (ctx.n_inputs - len(ctx.setup.hparam_keys)))
 
-            def transpose_jacobian(v: Tree) -> Tree:
-                return dict(zip(p_keys, vjp(outs, w_list, [v[k] for k in p_keys], retain_graph=True)))
-
-            rhs = {k: (c if c is not None else torch.zeros_like(w[k])) for k, c in zip(p_keys, cotangents)}
-            op = LinearOperator(transpose_jacobian, like=w, symmetric=setup["symmetric"])
-            solution = setup["solver"].solve(op, rhs)
-            grads_h = vjp(outs, [h[k] for k in h_keys], [solution.value[k] for k in p_keys], retain_graph=True)
-        setup["report"](solution.info)
-        out = [-g for g in grads_h]
-        if not all(bool(torch.isfinite(g).all()) for g in out):
-            raise NonFiniteError(f"custom_root: the implicit gradient is not finite ({solution.info.message})")
-        return (None, *out)
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], setup: _Setup, *inputs: Tensor) -> Any:
+        """A batch of independent problems: one solve (and, in the backward pass, one IFT solve) each."""
+        dims = in_dims[1:]
+        rows = [
+            _RootFunction.apply(setup, *[x if d is None else x.select(d, i) for x, d in zip(inputs, dims)])
+            for i in range(info.batch_size)
+        ]
+        stacked = tuple(torch.stack([row[j] for row in rows]) for j in range(len(rows[0])))
+        return stacked, tuple(0 for _ in stacked)
 
 
 def custom_root(
@@ -75,13 +152,15 @@ def custom_root(
     Args:
         optimality_fn: ``F(params, hparams, *args, **kwargs) -> tree`` (keys of ``params``), zero at the
             solution; typically the inner loss's gradient.
-        solver: solves :math:`(\\partial_w F)^\\top x = u` (default ``linalg.CG(steps=50)``, which needs
+        solver: solves :math:`(\\partial_w F)^\\top x = u` (default ``linalg.CG()``, 20 iterations, which needs
             ``symmetric=True``; use ``linalg.Exact()`` for a non-symmetric ``F``).
         symmetric: whether :math:`\\partial_w F` is symmetric (true when ``F`` is a gradient).
 
     Returns:
         A decorator. The decorated solver returns parameters through which autograd differentiates; the
-        last backward pass's solve diagnostics are in ``decorated.last_info``.
+        last backward pass's solve diagnostics are in ``decorated.last_info``. Under ``torch.func.vmap`` it
+        solves a batch of independent problems (the hyperparameters and the tensor positional arguments may
+        carry the batch dimension), one solve and one implicit backward solve per problem.
 
     Example:
         >>> import torch
@@ -97,7 +176,7 @@ def custom_root(
         >>> l2.grad.shape
         torch.Size([])
     """
-    solver = CG(steps=50) if solver is None else solver
+    solver = CG() if solver is None else solver
     if not isinstance(solver, Solver):
         raise InvalidArgumentError(f"solver must be a nestopt.linalg solver, got {solver!r}")
 
@@ -105,23 +184,20 @@ def custom_root(
         @functools.wraps(inner_solver)
         def wrapped(hparams: Tree, *args: Any, **kwargs: Any) -> Tree:
             hparams = check_tree(hparams, "hparams")
-            with torch.no_grad():
-                solution = inner_solver(tree.detach(hparams), *args, **kwargs)
-            solution = check_tree(solution, "the inner solver's result")
             h_keys = list(hparams)
-            setup = {
-                "solution": solution,
-                "param_keys": list(solution),
-                "hparam_keys": h_keys,
-                "optimality_fn": optimality_fn,
-                "args": args,
-                "kwargs": kwargs,
-                "solver": solver,
-                "symmetric": symmetric,
-                "report": lambda info: setattr(wrapped, "last_info", info),
-            }
-            outs = _RootFunction.apply(setup, *[hparams[k] for k in h_keys])
-            return dict(zip(list(solution), outs))
+            setup = _Setup(
+                inner_solver=inner_solver,
+                optimality_fn=optimality_fn,
+                solver=solver,
+                symmetric=symmetric,
+                hparam_keys=h_keys,
+                args=[(isinstance(a, Tensor), None if isinstance(a, Tensor) else a) for a in args],
+                kwargs=kwargs,
+                report=lambda info: setattr(wrapped, "last_info", info),
+            )
+            tensor_args = [a for a in args if isinstance(a, Tensor)]
+            outs = _RootFunction.apply(setup, *[hparams[k] for k in h_keys], *tensor_args)
+            return dict(zip(setup.param_keys, outs))
 
         setattr(wrapped, "last_info", None)  # noqa: B010 (documented attribute of the decorated function)
         return wrapped

@@ -1,17 +1,23 @@
 """Hypergradients by the implicit function theorem (IFT).
 
-At a solution :math:`w^*(\\lambda)` of the inner problem, :math:`\\nabla_w L_{in}(w^*, \\lambda) = 0`, and
+At a solution :math:`w^*(\\lambda)` of the inner problem, :math:`\\nabla_w L_{in}(w^*, \\lambda) = 0`, so
+:math:`\\partial w^* / \\partial \\lambda = -H^{-1} \\partial^2_{w\\lambda} L_{in}` with :math:`H = \\nabla^2_{ww}
+L_{in}`. A cotangent :math:`v` on :math:`w^*` therefore pulls back to the hyperparameters as
 
-.. math::
+.. math::  \\mathrm{VJP}(v) = -\\frac{\\partial^2 L_{in}}{\\partial \\lambda\\, \\partial w} H^{-1} v
+           \\qquad (:func:`implicit_vjp`),
 
-    \\frac{d L_{out}}{d\\lambda} = \\frac{\\partial L_{out}}{\\partial \\lambda}
-        - \\frac{\\partial^2 L_{in}}{\\partial \\lambda\\, \\partial w}
-          \\left[\\frac{\\partial^2 L_{in}}{\\partial w\\, \\partial w}\\right]^{-1}
-          \\frac{\\partial L_{out}}{\\partial w}.
+and the hypergradient of an outer loss is its direct term plus the VJP of its gradient in the weights:
+
+.. math::  \\frac{d L_{out}}{d\\lambda} = \\frac{\\partial L_{out}}{\\partial \\lambda}
+           + \\mathrm{VJP}\\Big(\\frac{\\partial L_{out}}{\\partial w}\\Big) \\qquad (:func:`implicit`).
 
 The inverse-Hessian-vector product is delegated to a solver from :mod:`nestopt.linalg`. The inner gradient
 is linearized once and reused for every Hessian product and for the mixed term, so a ``K``-step solver costs
-one gradient, ``K`` Hessian products, one mixed product and the outer gradient.
+one gradient, ``K`` Hessian products and one mixed product (plus the outer gradient for :func:`implicit`).
+
+To use an implicit solution inside a larger torch graph and call ``.backward()`` through it, see
+:func:`implicit_solution`.
 """
 
 from __future__ import annotations
@@ -19,15 +25,157 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from nestopt import tree
-from nestopt.autodiff import DEFAULT_HVP_MODE, Counter, HVPMode, LossFn, check_tree, linearize
+from nestopt.autodiff import CURVATURES, DEFAULT_HVP_MODE, Counter, Curvature, HVPMode, LossFn, check_tree, linearize
 from nestopt.errors import InvalidArgumentError, NonFiniteError, UnsupportedError
 from nestopt.hypergrad._outer import outer_gradients
-from nestopt.hypergrad.result import HypergradInfo, HypergradResult
-from nestopt.linalg import CG, LinearOperator, Solver
+from nestopt.hypergrad.result import HypergradInfo, HypergradResult, VJPResult
+from nestopt.hypergrad.strategy import Problem, Strategy
+from nestopt.linalg import CG, LinearOperator, Solution, Solver
 from nestopt.tree import Tree
 
-__all__ = ["Implicit", "implicit"]
+__all__ = ["DEFAULT_SOLVER_STEPS", "Implicit", "default_solver", "implicit", "implicit_solution", "implicit_vjp"]
+
+DEFAULT_SOLVER_STEPS = 20
+"""The default number of iterations of the default solver (and of ``linalg.CG()``)."""
+
+DEFAULT_DAMPING = 0.1
+"""Damping of the default solver: the Hessians of neural-network training losses have small negative
+eigenvalues away from a minimum, on which undamped CG stops (see ``docs/user-guide.md``)."""
+
+
+def default_solver() -> Solver:
+    """The solver used when none is given: ``linalg.CG(steps=20, damping=0.1)``."""
+    return CG(steps=DEFAULT_SOLVER_STEPS, damping=DEFAULT_DAMPING)
+
+
+def _check_solver(solver: Solver | None) -> Solver:
+    solver = default_solver() if solver is None else solver
+    if not isinstance(solver, Solver):
+        raise InvalidArgumentError(f"solver must be a nestopt.linalg solver (CG, Neumann, ...), got {solver!r}")
+    return solver
+
+
+def _solve(
+    inner_loss: LossFn,
+    params: Tree,
+    hparams: Tree,
+    inner_batch: Any,
+    cotangent: Tree,
+    *,
+    solver: Solver,
+    hessian_batch: Any,
+    hvp_mode: HVPMode,
+    counter: Counter,
+    seed: int | None,
+    curvature: Curvature,
+) -> tuple[Tree, Solution, tuple[str, ...], float]:
+    """``-(d2 L / d hparams d params) H^{-1} cotangent``, the solve, the hparams the gradient does not read,
+    and the inner gradient's norm."""
+    separate = hessian_batch is not None and hessian_batch is not inner_batch
+    mixed_lin = linearize(
+        inner_loss, params, hparams, inner_batch, mode=hvp_mode, counter=counter, seed=seed,
+        curvature="hessian" if separate else curvature,
+    )  # fmt: skip
+    hess_lin = mixed_lin
+    if separate:
+        hess_lin = linearize(
+            inner_loss, params, hparams, hessian_batch, mode=hvp_mode, counter=counter, seed=seed, curvature=curvature
+        )
+    solution = solver.solve(LinearOperator.hessian(hess_lin), cotangent)
+    mixed = tree.scale_(mixed_lin.mixed_vjp(solution.value), -1.0)  # fresh autograd outputs: negate in place
+    return mixed, solution, mixed_lin.last_unused, float(tree.norm(mixed_lin.grad))
+
+
+def _info(
+    solution: Solution, counter: Counter, outer_value: float, grad_norm: float, solver: Solver, curvature: str
+) -> HypergradInfo:
+    return HypergradInfo(
+        method="implicit",
+        status=solution.info.status,
+        iterations=solution.info.iterations,
+        residual=solution.info.residual,
+        hvp_calls=counter.hvps,
+        grad_calls=counter.grads,
+        outer_loss=outer_value,
+        inner_grad_norm=grad_norm,
+        message=solution.info.message,
+        solve=solution.info,
+        extra={"mixed_calls": counter.mixed, "solver": repr(solver), "curvature": curvature},
+    )
+
+
+def _check_finite(grads: Tree, solution: Solution, what: str) -> None:
+    if not tree.all_finite(grads):
+        raise NonFiniteError(
+            f"the implicit {what} is not finite (solver status {solution.info.status.value}: "
+            f"{solution.info.message}); use a more stable solver or damping"
+        )
+
+
+def implicit_vjp(
+    inner_loss: LossFn,
+    params: Tree,
+    hparams: Tree,
+    inner_batch: Any,
+    cotangent: Tree,
+    *,
+    solver: Solver | None = None,
+    hessian_batch: Any = None,
+    hvp_mode: HVPMode = DEFAULT_HVP_MODE,
+    seed: int | None = None,
+    curvature: Curvature = "hessian",
+) -> VJPResult:
+    """Pull a cotangent on the inner solution back to the hyperparameters by the IFT.
+
+    .. math::  v \\mapsto -\\frac{\\partial^2 L_{in}}{\\partial \\lambda\\, \\partial w}
+               \\Big[\\frac{\\partial^2 L_{in}}{\\partial w\\, \\partial w}\\Big]^{-1} v
+
+    This is the building block of :func:`implicit` and of compositions (a two-stage hypergradient pulls the
+    cotangent that an unrolled fine-tuning stage puts on its initial weights back through pre-training).
+
+    Args:
+        inner_loss: ``(params, hparams, batch) -> scalar``, the loss the inner problem minimizes.
+        params: the inner solution :math:`w^*` (a tree); it is not modified.
+        hparams: the hyperparameters :math:`\\lambda` (a tree).
+        inner_batch: batch for the inner gradient (the mixed term, and the Hessian unless ``hessian_batch``).
+        cotangent: :math:`v`, a tree shaped like ``params``.
+        solver: the inverse-Hessian-vector solver (default :func:`default_solver`).
+        hessian_batch: batch for the Hessian products; defaults to ``inner_batch``.
+        hvp_mode: ``"rev-rev"`` or ``"fwd-rev"`` (see :mod:`nestopt.autodiff`).
+        seed: seeds the randomness of the loss's evaluations (dropout masks), the same for every product.
+        curvature: ``"hessian"`` (exact) or ``"gauss-newton"``: solve with the generalized Gauss-Newton matrix
+            instead, which is positive semi-definite (no negative curvature for CG) but approximate; the loss
+            must expose its split (:mod:`nestopt.autodiff`'s ``GaussNewtonLoss``, or an ``Objective``'s losses).
+
+    Returns:
+        A :class:`VJPResult` with ``hparams`` (the cotangent on the hyperparameters), ``solution``
+        (:math:`H^{-1} v`), ``unused`` (hyperparameters the inner gradient does not read: their cotangent is
+        exactly zero) and ``info``.
+
+    Example:
+        >>> import torch
+        >>> from nestopt import hypergrad, linalg
+        >>> inner = lambda p, h, b: 0.5 * ((p["w"] - h["c"]) ** 2).sum()   # w* = c, so dw*/dc = I
+        >>> res = hypergrad.implicit_vjp(inner, {"w": torch.ones(2)}, {"c": torch.ones(2)}, None,
+        ...                              {"w": torch.tensor([3.0, 4.0])}, solver=linalg.CG(steps=5))
+        >>> res.hparams["c"]
+        tensor([3., 4.])
+    """
+    params = check_tree(params, "params")
+    hparams = check_tree(hparams, "hparams")
+    tree.check_like(params, cotangent, "params", "cotangent")
+    solver = _check_solver(solver)
+    counter = Counter()
+    grads, solution, unused, grad_norm = _solve(
+        inner_loss, params, hparams, inner_batch, tree.detach(cotangent), solver=solver,
+        hessian_batch=hessian_batch, hvp_mode=hvp_mode, counter=counter, seed=seed, curvature=curvature,
+    )  # fmt: skip
+    _check_finite(grads, solution, "vector-Jacobian product")
+    info = _info(solution, counter, float("nan"), grad_norm, solver, curvature)
+    return VJPResult(tree.detach(grads), info, solution=solution.value, unused=unused)
 
 
 def implicit(
@@ -41,6 +189,8 @@ def implicit(
     solver: Solver | None = None,
     hessian_batch: Any = None,
     hvp_mode: HVPMode = DEFAULT_HVP_MODE,
+    seed: int | None = None,
+    curvature: Curvature = "hessian",
 ) -> HypergradResult:
     """The IFT hypergradient of ``outer_loss`` at inner parameters ``params`` (assumed inner-optimal).
 
@@ -51,9 +201,11 @@ def implicit(
         hparams: the hyperparameters :math:`\\lambda` (a tree).
         inner_batch: batch for the inner gradient (the mixed term).
         outer_batch: batch for the outer loss.
-        solver: the inverse-Hessian-vector solver (default ``linalg.CG(steps=20)``).
+        solver: the inverse-Hessian-vector solver (default :func:`default_solver`, damped CG).
         hessian_batch: batch for the Hessian products; defaults to ``inner_batch``.
         hvp_mode: ``"rev-rev"`` or ``"fwd-rev"`` (see :mod:`nestopt.autodiff`).
+        seed: seeds the randomness of the inner loss's evaluations (dropout masks).
+        curvature: ``"hessian"`` (exact) or ``"gauss-newton"`` (see :func:`implicit_vjp`).
 
     Returns:
         A :class:`HypergradResult` whose ``grads`` has the keys of ``hparams``.
@@ -76,21 +228,16 @@ def implicit(
     """
     params = check_tree(params, "params")
     hparams = check_tree(hparams, "hparams")
-    solver = CG(steps=20) if solver is None else solver
-    if not isinstance(solver, Solver):
-        raise InvalidArgumentError(f"solver must be a nestopt.linalg solver (CG, Neumann, ...), got {solver!r}")
+    solver = _check_solver(solver)
     counter = Counter()
     outer_value, g_w, g_direct, outer_unused = outer_gradients(
         outer_loss, params, hparams, outer_batch, counter, drop_unused=True
     )
-
-    mixed_lin = linearize(inner_loss, params, hparams, inner_batch, mode=hvp_mode, counter=counter)
-    hess_lin = mixed_lin
-    if hessian_batch is not None and hessian_batch is not inner_batch:
-        hess_lin = linearize(inner_loss, params, hparams, hessian_batch, mode=hvp_mode, counter=counter)
-    solution = solver.solve(LinearOperator.hessian(hess_lin), g_w)
-    mixed = mixed_lin.mixed_vjp(solution.value)
-    unusable = sorted(set(mixed_lin.last_unused) & set(outer_unused))
+    grads, solution, inner_unused, grad_norm = _solve(
+        inner_loss, params, hparams, inner_batch, g_w, solver=solver,
+        hessian_batch=hessian_batch, hvp_mode=hvp_mode, counter=counter, seed=seed, curvature=curvature,
+    )  # fmt: skip
+    unusable = sorted(set(inner_unused) & set(outer_unused))
     if unusable:
         raise UnsupportedError(
             f"hyperparameters {unusable} enter neither the inner loss's gradient nor the outer loss, so the "
@@ -98,47 +245,117 @@ def implicit(
             "setting) acts only through the optimization trajectory: differentiate it with "
             "hypergrad.unrolled or hypergrad.forward"
         )
-    # direct - mixed, in the buffers of the mixed term (fresh autograd outputs): no extra hparams-sized copy
-    grads = tree.scale_(mixed, -1.0)
-    for k, g in g_direct.items():
+    for k, g in g_direct.items():  # direct + VJP, in the VJP's buffers: no extra hparams-sized copy
         grads[k].add_(g)
-    if not tree.all_finite(grads):
-        raise NonFiniteError(
-            f"the implicit hypergradient is not finite (solver status {solution.info.status.value}: "
-            f"{solution.info.message}); use a more stable solver or damping"
-        )
-    inner_grad_norm = float(tree.norm(mixed_lin.grad))
-    info = HypergradInfo(
-        method="implicit",
-        status=solution.info.status,
-        iterations=solution.info.iterations,
-        residual=solution.info.residual,
-        hvp_calls=counter.hvps,
-        grad_calls=counter.grads,
-        outer_loss=outer_value,
-        inner_grad_norm=inner_grad_norm,
-        message=solution.info.message,
-        solve=solution.info,
-        extra={"mixed_calls": counter.mixed, "solver": repr(solver)},
-    )
+    _check_finite(grads, solution, "hypergradient")
+    info = _info(solution, counter, outer_value, grad_norm, solver, curvature)
     return HypergradResult(tree.detach(grads), info)
 
 
-@dataclass
-class Implicit:
-    """The IFT hypergradient as a strategy value, for training loops: ``Implicit(solver=Neumann(steps=5))``.
+class _ImplicitSolution(torch.autograd.Function):
+    """Identity on the solution's values in the forward pass; :func:`implicit_vjp` in the backward pass."""
 
-    Calling it runs :func:`implicit` with its settings.
+    @staticmethod
+    def forward(ctx: Any, setup: dict[str, Any], *hparam_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.setup = setup
+        ctx.save_for_backward(*hparam_values)
+        return tuple(v.detach().clone() for v in setup["params"].values())
+
+    @staticmethod
+    def backward(ctx: Any, *cotangents: torch.Tensor | None) -> tuple[Any, ...]:
+        setup = ctx.setup
+        keys = list(setup["params"])
+        hparams = dict(zip(setup["hparam_keys"], ctx.saved_tensors))
+        cot = {k: torch.zeros_like(setup["params"][k]) if c is None else c for k, c in zip(keys, cotangents)}
+        res = implicit_vjp(setup["inner_loss"], setup["params"], hparams, setup["batch"], cot, **setup["options"])
+        setup["report"](res.info)
+        return (None, *[res.hparams[k] for k in setup["hparam_keys"]])
+
+
+def implicit_solution(
+    inner_loss: LossFn,
+    params: Tree,
+    hparams: Tree,
+    inner_batch: Any,
+    *,
+    solver: Solver | None = None,
+    hvp_mode: HVPMode = DEFAULT_HVP_MODE,
+    seed: int | None = None,
+    curvature: Curvature = "hessian",
+) -> Tree:
+    """The inner solution ``params`` as a function of ``hparams`` in torch's autograd graph.
+
+    The returned tensors equal ``params``; calling ``.backward()`` on anything computed from them sends
+    gradients to the ``hparams`` leaves (those with ``requires_grad``) through :func:`implicit_vjp`, so an
+    implicit solution composes with any torch code: a loss of several solutions, a hypergradient through a
+    later unrolled stage, a penalty on the solution. The last backward pass's diagnostics are in
+    ``implicit_solution.last_info``.
+
+    Example:
+        >>> import torch
+        >>> from nestopt import hypergrad, linalg
+        >>> inner = lambda p, h, b: 0.5 * ((p["w"] - h["c"]) ** 2).sum() + 0.5 * (p["w"] ** 2).sum()
+        >>> c = torch.tensor([2.0, 4.0], requires_grad=True)
+        >>> w = hypergrad.implicit_solution(inner, {"w": c.detach() / 2}, {"c": c}, None, solver=linalg.CG())
+        >>> (w["w"] ** 2).sum().backward()   # w* = c / 2, so d|w*|^2/dc = c / 2
+        >>> c.grad
+        tensor([1., 2.])
+    """
+    params = tree.detach(check_tree(params, "params"))
+    hparams = check_tree(hparams, "hparams")
+    keys = list(hparams)
+    setup = {
+        "inner_loss": inner_loss,
+        "params": params,
+        "hparam_keys": keys,
+        "batch": inner_batch,
+        "options": {"solver": _check_solver(solver), "hvp_mode": hvp_mode, "seed": seed, "curvature": curvature},
+        "report": lambda info: setattr(implicit_solution, "last_info", info),
+    }
+    out = _ImplicitSolution.apply(setup, *[hparams[k] for k in keys])
+    return dict(zip(params, out))
+
+
+implicit_solution.last_info = None  # type: ignore[attr-defined]
+
+
+@dataclass
+class Implicit(Strategy):
+    """The IFT hypergradient as a strategy: ``Implicit(solver=linalg.Neumann(steps=5, alpha=0.1))``.
+
+    In a training loop, the loop's inner optimizer takes the inner steps and the hypergradient is evaluated
+    at the weights it reached, on the next training and validation batches. Calling the strategy directly
+    runs :func:`implicit` with its settings.
+
+    Args:
+        solver: the linear solver (default :func:`default_solver`).
+        hvp_mode: how Hessian-vector products are formed.
+        curvature: ``"hessian"`` (exact, default) or ``"gauss-newton"`` (positive semi-definite; see
+            :func:`implicit_vjp`).
 
     Example:
         >>> from nestopt import hypergrad, linalg
         >>> strategy = hypergrad.Implicit(solver=linalg.Neumann(steps=5, alpha=0.1))
-        >>> strategy.solver.steps
-        5
+        >>> strategy.solver.steps, sorted(strategy.differentiates)
+        (5, ['loss'])
     """
 
-    solver: Solver = field(default_factory=lambda: CG(steps=20))
+    solver: Solver = field(default_factory=default_solver)
     hvp_mode: HVPMode = DEFAULT_HVP_MODE
+    curvature: Curvature = "hessian"
+    name = "implicit"
+
+    def __post_init__(self) -> None:
+        _check_solver(self.solver)
+        if self.curvature not in CURVATURES:
+            raise InvalidArgumentError(f"curvature must be one of {CURVATURES}, got {self.curvature!r}")
+
+    def hypergradient(self, problem: Problem) -> HypergradResult:
+        return implicit(
+            problem.inner_loss, problem.outer_loss, tree.detach(problem.params), problem.hparams,
+            problem.next_train(), problem.next_val(), solver=self.solver, hvp_mode=self.hvp_mode, seed=problem.seed,
+            curvature=self.curvature,
+        )  # fmt: skip
 
     def __call__(
         self,
@@ -152,13 +369,6 @@ class Implicit:
         hessian_batch: Any = None,
     ) -> HypergradResult:
         return implicit(
-            inner_loss,
-            outer_loss,
-            params,
-            hparams,
-            inner_batch,
-            outer_batch,
-            solver=self.solver,
-            hessian_batch=hessian_batch,
-            hvp_mode=self.hvp_mode,
-        )
+            inner_loss, outer_loss, params, hparams, inner_batch, outer_batch,
+            solver=self.solver, hessian_batch=hessian_batch, hvp_mode=self.hvp_mode, curvature=self.curvature,
+        )  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any
 from nestopt.linalg.base import SolveInfo, Status
 from nestopt.tree import Tree
 
-__all__ = ["HypergradInfo", "HypergradResult"]
+__all__ = ["HypergradInfo", "HypergradResult", "VJPResult"]
 
 
 @dataclass
@@ -16,9 +16,10 @@ class HypergradInfo:
     """Diagnostics of a hypergradient.
 
     Attributes:
-        method: ``"implicit"``, ``"unrolled"`` or ``"forward"``.
-        status: the linear solve's status for ``implicit``; ``CONVERGED`` for unrolled and forward mode, whose
-            hypergradient is the exact derivative of the unrolled objective.
+        method: ``"implicit"``, ``"unrolled"``, ``"forward"``, or the name of another strategy.
+        status: the linear solve's status for ``implicit``; for unrolled and forward mode ``EXACT`` (the exact
+            derivative of the unrolled objective) or ``DIVERGED`` (the unroll blew up: the derivative is exact
+            but describes a run that went astray).
         iterations: solver iterations (implicit) or differentiated inner steps (unrolled, forward).
         residual: the solve's relative residual when known.
         hvp_calls: Hessian-vector products spent.
@@ -74,10 +75,38 @@ class HypergradResult:
     """A hypergradient ``grads`` (a tree with the keys of ``hparams``) and its ``info``.
 
     Unrolled and forward-mode estimators also return the inner parameters after the unroll in ``params``
-    (and the functional optimizer's state in ``opt_state``), so that a training loop can continue from them.
+    (and the functional optimizer's state in ``opt_state``), so that a training loop can continue from them,
+    and the inner loss of every unrolled step in ``inner_losses``.
     """
 
     grads: Tree
     info: HypergradInfo
     params: Tree | None = None
     opt_state: dict[str, Any] | None = None
+    inner_losses: list[float] | None = None
+
+
+@dataclass
+class VJPResult:
+    """What a vector-Jacobian product through an inner problem returns: cotangents as trees.
+
+    Attributes:
+        hparams: the cotangent on the hyperparameters (a tree with their keys).
+        info: diagnostics, as for a hypergradient (``outer_loss`` is ``nan``: no outer loss is involved).
+        params0: the cotangent on the initial inner parameters (unrolled, without truncation), else ``None``.
+        params: the inner parameters the computation ended at (unrolled), else ``None``.
+        opt_state: the functional optimizer's final state (unrolled), else ``None``.
+        solution: the solution :math:`H^{-1} v` of the linear system (implicit), e.g. to warm-start the next
+            solve, else ``None``.
+        unused: the hyperparameters the computation never read (their cotangent is exactly zero).
+        inner_losses: the inner loss of every unrolled step (unrolled), else ``None``.
+    """
+
+    hparams: Tree
+    info: HypergradInfo
+    params0: Tree | None = None
+    params: Tree | None = None
+    opt_state: dict[str, Any] | None = None
+    solution: Tree | None = None
+    unused: tuple[str, ...] = ()
+    inner_losses: list[float] | None = None

@@ -25,6 +25,7 @@ class Status(enum.Enum):
     MAX_ITERATIONS = "max_iterations"
     DIVERGED = "diverged"
     NEGATIVE_CURVATURE = "negative_curvature"
+    EXACT = "exact"
 
     @property
     def message(self) -> str:
@@ -33,6 +34,7 @@ class Status(enum.Enum):
             Status.MAX_ITERATIONS: "the fixed iteration budget was spent; accuracy is whatever the residual says",
             Status.DIVERGED: "the iteration diverged; the returned value is the last finite iterate",
             Status.NEGATIVE_CURVATURE: "the operator is not positive definite; the answer may be meaningless",
+            Status.EXACT: "no approximation was made: the exact derivative of the computation as posed",
         }[self]
 
     @property

@@ -47,7 +47,7 @@ class CG(Solver):
         (tensor([0.2000, 0.4000], dtype=torch.float64), 'converged')
     """
 
-    steps: int = 50
+    steps: int = 20
     tol: float = 1e-10
     damping: float = 0.0
     residual: bool = False

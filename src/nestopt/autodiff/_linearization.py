@@ -1,0 +1,225 @@
+"""Linearizations of a loss's gradient: Hessian-vector products and mixed second-derivative products."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from nestopt import _rng, tree
+from nestopt.autodiff._core import (
+    Counter,
+    LossFn,
+    _grads_or_zeros,
+    _leaves_requiring_grad,
+    check_loss_value,
+    evaluate_loss,
+    raw_vjp,
+    vjp,
+)
+from nestopt.autodiff._gauss_newton import GaussNewtonProducts
+from nestopt.errors import InvalidArgumentError, NonFiniteError, UnsupportedError
+from nestopt.tree import Tree
+
+__all__ = [
+    "CURVATURES",
+    "DEFAULT_HVP_MODE",
+    "Curvature",
+    "HVPMode",
+    "Linearization",
+    "hvp",
+    "linearize",
+    "mixed_jvp",
+    "mixed_vjp",
+]
+
+HVPMode = Literal["rev-rev", "fwd-rev"]
+_MODES = ("rev-rev", "fwd-rev")
+DEFAULT_HVP_MODE: HVPMode = "rev-rev"
+Curvature = Literal["hessian", "gauss-newton"]
+CURVATURES = ("hessian", "gauss-newton")
+
+
+class Linearization:
+    """The gradient of ``loss`` at ``(params, hparams)``, ready for repeated second-order products.
+
+    Build it with :func:`linearize`. With ``mode="rev-rev"`` the gradient's autograd graph is built once and
+    kept until the object is garbage collected; every :meth:`hvp`, :meth:`hvp_batched` and :meth:`mixed_vjp`
+    is then a single backward pass through it.
+
+    Every evaluation of the loss (the first one, and each forward-mode product with ``mode="fwd-rev"``) runs
+    with torch's global generators seeded from ``seed`` (by default one draw from the global generator), so
+    a loss with dropout sees the same masks in every product: the operator is one fixed matrix.
+
+    With ``curvature="gauss-newton"`` the products :meth:`hvp` and :meth:`hvp_batched` are with the
+    generalized Gauss-Newton matrix instead of the Hessian (:mod:`nestopt.autodiff._gauss_newton`; the loss
+    must expose ``gauss_newton_parts``); the gradient and the mixed products stay exact.
+    """
+
+    def __init__(
+        self,
+        loss: LossFn,
+        params: Tree,
+        hparams: Tree,
+        batch: Any,
+        *,
+        mode: HVPMode = DEFAULT_HVP_MODE,
+        counter: Counter | None = None,
+        name: str = "inner_loss",
+        seed: int | None = None,
+        curvature: Curvature = "hessian",
+    ) -> None:
+        if mode not in _MODES:
+            raise InvalidArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
+        if curvature not in CURVATURES:
+            raise InvalidArgumentError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
+        parts = getattr(loss, "gauss_newton_parts", None)
+        if curvature == "gauss-newton":
+            if mode != "rev-rev":
+                raise InvalidArgumentError('curvature="gauss-newton" forms its products in mode="rev-rev"')
+            if parts is None:
+                raise UnsupportedError(
+                    f"{name} does not expose its Gauss-Newton split (a gauss_newton_parts method): build it with "
+                    "nestopt.hparams.Objective or nestopt.autodiff.GaussNewtonLoss, or use curvature='hessian'"
+                )
+        self.mode: HVPMode = mode
+        self.curvature: Curvature = curvature
+        self._gn: GaussNewtonProducts | None = None
+        self.counter = counter if counter is not None else Counter()
+        self._loss, self._batch, self._name = loss, batch, name
+        self.seed = _rng.fresh_seed() if seed is None else int(seed)
+        self._w = _leaves_requiring_grad(params)
+        self._h = _leaves_requiring_grad(hparams)
+        keys = list(self._w)
+        with torch.enable_grad(), _rng.fork(self.seed):
+            if curvature == "gauss-newton":
+                assert parts is not None
+                z, head, rest = evaluate_loss(parts, self._w, self._h, batch, name, scalar=False)
+                value = check_loss_value(head(z) if rest is None else head(z) + rest, name)
+            else:
+                value = evaluate_loss(loss, self._w, self._h, batch, name)
+            self._g = vjp([value], [self._w[k] for k in keys], create_graph=(mode == "rev-rev"))
+            if curvature == "gauss-newton":
+                self._gn = GaussNewtonProducts(z, head, rest, [self._w[k] for k in keys])
+        self.counter.grads += 1
+        self.last_unused: tuple[str, ...] = ()
+        self.value: Tensor = value.detach()
+        self.grad: Tree = {k: g.detach() for k, g in zip(keys, self._g)}
+        if not tree.all_finite(self.grad):
+            raise NonFiniteError(f"the gradient of {name} with respect to params contains NaN or inf")
+
+    # -- products ---------------------------------------------------------------------------------
+    def _pure(self) -> Callable[[Tree, Tree], Tensor]:
+        loss, batch = self._loss, self._batch
+        return lambda w, h: loss(w, h, batch)
+
+    def hvp(self, v: Tree) -> Tree:
+        """:math:`\\nabla^2_{ww} L \\; v` for a tree ``v`` shaped like ``params`` (or :math:`G v`, the
+        Gauss-Newton product, with ``curvature="gauss-newton"``)."""
+        self.counter.hvps += 1
+        if self._gn is not None:
+            with torch.enable_grad():
+                return dict(zip(self._w, (g.detach() for g in self._gn.product([v[k] for k in self._w]))))
+        if self.mode == "rev-rev":
+            with torch.enable_grad():
+                return tree.detach(_grads_or_zeros(self._g, self._w, [v[k] for k in self._w], retain_graph=True))
+        f = self._pure()
+        h = tree.detach(self._h)
+
+        def grad_fn(w: Tree) -> Tree:
+            return torch.func.grad(f)(w, h)
+
+        with _rng.fork(self.seed):
+            out = torch.func.jvp(grad_fn, (tree.detach(self._w),), (v,))[1]
+        return tree.detach(out)
+
+    def hvp_batched(self, vs: Tree) -> Tree:
+        """Hessian products with a batch of vectors: every leaf of ``vs`` has a leading batch dimension."""
+        n = next(iter(vs.values())).shape[0]
+        self.counter.hvps += n
+        if self._gn is not None:
+            with torch.enable_grad():
+                out = self._gn.product([vs[k] for k in self._w], batched=True)
+            return dict(zip(self._w, (g.detach() for g in out)))
+        if self.mode == "rev-rev":
+            keys = list(self._w)
+            cots = [vs[k] for k in keys]
+            got = vjp(self._g, [self._w[k] for k in keys], cots, retain_graph=True, is_grads_batched=True)
+            return {k: g.detach() for k, g in zip(keys, got)}
+        f = self._pure()
+        h = tree.detach(self._h)
+        w = tree.detach(self._w)
+        grad_fn = torch.func.grad(lambda w_: f(w_, h))
+        with _rng.fork(self.seed):
+            out = torch.func.vmap(lambda v: torch.func.jvp(grad_fn, (w,), (v,))[1], randomness="same")(vs)
+        return tree.detach(out)
+
+    def mixed_vjp(self, v: Tree) -> Tree:
+        """:math:`(\\partial^2 L / \\partial \\lambda \\partial w)\\, v`, a tree shaped like ``hparams``.
+
+        Hyperparameters on which the gradient does not depend at all (no autograd path) get zeros, and their
+        names are left in :attr:`last_unused`.
+        """
+        self.counter.mixed += 1
+        keys = list(self._h)
+        if self.mode == "rev-rev":
+            cots = [v[k] for k in self._w]
+            got = raw_vjp(self._g, [self._h[k] for k in keys], cots, retain_graph=True)
+        else:
+            f = self._pure()
+            with torch.enable_grad(), _rng.fork(self.seed):
+                directional = torch.func.jvp(lambda w_: f(w_, self._h), (tree.detach(self._w),), (v,))[1]
+            got = raw_vjp([directional], [self._h[k] for k in keys])
+        self.last_unused = tuple(k for k, g in zip(keys, got) if g is None)
+        return {k: torch.zeros_like(self._h[k]) if g is None else g.detach() for k, g in zip(keys, got)}
+
+
+def linearize(
+    loss: LossFn,
+    params: Tree,
+    hparams: Tree,
+    batch: Any,
+    *,
+    mode: HVPMode = DEFAULT_HVP_MODE,
+    counter: Counter | None = None,
+    name: str = "inner_loss",
+    seed: int | None = None,
+    curvature: Curvature = "hessian",
+) -> Linearization:
+    """Linearize :math:`\\nabla_w L` at ``(params, hparams)`` for repeated curvature and mixed products."""
+    return Linearization(
+        loss, params, hparams, batch, mode=mode, counter=counter, name=name, seed=seed, curvature=curvature
+    )
+
+
+def hvp(loss: LossFn, params: Tree, hparams: Tree, batch: Any, v: Tree, *, mode: HVPMode = DEFAULT_HVP_MODE) -> Tree:
+    """One Hessian-vector product :math:`\\nabla^2_{ww} L(w, \\lambda)\\, v`.
+
+    Example:
+        >>> import torch
+        >>> loss = lambda p, h, b: (p["w"] ** 3).sum()
+        >>> hvp(loss, {"w": torch.tensor([1.0, 2.0])}, {}, None, {"w": torch.ones(2)}, mode="fwd-rev")["w"]
+        tensor([ 6., 12.])
+    """
+    tree.check_like(params, v, "params", "v")
+    return linearize(loss, params, hparams, batch, mode=mode).hvp(v)
+
+
+def mixed_vjp(loss: LossFn, params: Tree, hparams: Tree, batch: Any, v: Tree) -> Tree:
+    """:math:`(\\partial^2 L / \\partial \\lambda \\partial w)\\, v` for ``v`` shaped like ``params``."""
+    tree.check_like(params, v, "params", "v")
+    return linearize(loss, params, hparams, batch).mixed_vjp(v)
+
+
+def mixed_jvp(loss: LossFn, params: Tree, hparams: Tree, batch: Any, u: Tree) -> Tree:
+    """:math:`(\\partial^2 L / \\partial w \\partial \\lambda)\\, u` for ``u`` shaped like ``hparams``.
+
+    The change of the gradient :math:`\\nabla_w L` along the hyperparameter direction ``u`` (forward mode).
+    """
+    tree.check_like(hparams, u, "hparams", "u")
+    w, h = tree.detach(params), tree.detach(hparams)
+    grad_fn = torch.func.grad(lambda w_, h_: loss(w_, h_, batch))
+    out = torch.func.jvp(lambda h_: grad_fn(w, h_), (h,), (u,))[1]
+    return tree.detach(out)

@@ -1,0 +1,99 @@
+"""The generalized Gauss-Newton products against dense references, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nestopt import _rng, autodiff, hparams, hypergrad, linalg, tree
+from nestopt.errors import InvalidArgumentError, UnsupportedError
+
+D = torch.float64
+
+
+def _mlp_problem():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(12, 3, generator=g, dtype=D), torch.randint(0, 4, (12,), generator=g)
+    params = {"w1": torch.randn(3, 5, generator=g, dtype=D), "w2": torch.randn(5, 4, generator=g, dtype=D)}
+    h = {"wd": torch.tensor(0.1, dtype=D)}
+    net = lambda p, xb: torch.tanh(xb @ p["w1"]) @ p["w2"]
+    loss = autodiff.GaussNewtonLoss(
+        outputs=lambda p, hh, b: net(p, b[0]),
+        head=lambda z, hh, b: torch.nn.functional.cross_entropy(z, b[1]),
+        rest=lambda p, hh, b: hh["wd"] * sum((v**4).sum() for v in p.values()),  # not quadratic: its Hessian counts
+    )
+    return loss, net, params, h, (x, y)
+
+
+def _dense_gauss_newton(net, params, h, batch):
+    vec, spec = tree.flatten(params)
+    z_of = lambda v: net(tree.unflatten(v, spec), batch[0]).reshape(-1)
+    jac = torch.func.jacrev(z_of)(vec)
+    z = z_of(vec)
+    head = lambda zz: torch.nn.functional.cross_entropy(zz.reshape(batch[0].shape[0], -1), batch[1])
+    h_out = torch.func.hessian(head)(z)
+    rest = lambda v: h["wd"] * (v**4).sum()
+    return jac.T @ h_out @ jac + torch.func.hessian(rest)(vec)
+
+
+def test_products_match_the_dense_gauss_newton_matrix_and_are_psd():
+    loss, net, params, h, batch = _mlp_problem()
+    lin = autodiff.linearize(loss, params, h, batch, curvature="gauss-newton")
+    op = linalg.LinearOperator.hessian(lin)
+    dense = linalg.materialize(op)  # batched products, column by column
+    reference = _dense_gauss_newton(net, params, h, batch)
+    torch.testing.assert_close(dense, reference, rtol=1e-10, atol=1e-12)
+    v = tree.map(torch.ones_like, params)
+    single = tree.flatten(lin.hvp(v))[0]
+    torch.testing.assert_close(single, reference @ tree.flatten(v)[0], rtol=1e-10, atol=1e-12)
+    assert float(torch.linalg.eigvalsh(reference).min()) > -1e-10
+    # the exact Hessian at this (non-stationary) point is indefinite: that is what Gauss-Newton avoids
+    exact = linalg.materialize(linalg.LinearOperator.hessian(autodiff.linearize(loss, params, h, batch)))
+    assert float(torch.linalg.eigvalsh(0.5 * (exact + exact.T)).min()) < -1e-3
+    # the gradient and the mixed products stay exact
+    torch.testing.assert_close(lin.grad["w1"], autodiff.linearize(loss, params, h, batch).grad["w1"])
+
+
+def test_gauss_newton_equals_the_hessian_for_a_linear_least_squares_model():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(20, 4, generator=g, dtype=D), torch.randn(20, generator=g, dtype=D)
+    loss = autodiff.GaussNewtonLoss(outputs=lambda p, h, b: b[0] @ p["w"], head=lambda z, h, b: 0.5 * ((z - b[1]) ** 2).mean(),
+                                    rest=lambda p, h, b: 0.5 * (h["l2"].exp() * p["w"] ** 2).sum())  # fmt: skip
+    h = {"l2": torch.zeros(4, dtype=D)}
+    w = {"w": torch.linalg.solve(x.T @ x / 20 + torch.eye(4, dtype=D), x.T @ y / 20)}
+    args = (loss, loss, w, h, (x, y), (x, y))
+    exact = hypergrad.implicit(*args, solver=linalg.Exact())
+    gn = hypergrad.implicit(*args, solver=linalg.Exact(), curvature="gauss-newton")
+    torch.testing.assert_close(gn.grads["l2"], exact.grads["l2"], rtol=1e-10, atol=1e-13)
+    assert gn.info.extra["curvature"] == "gauss-newton"
+
+
+def test_an_objective_exposes_its_split_with_batchnorm_and_dropout():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.BatchNorm1d(6), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                              torch.nn.Linear(6, 4)).double()  # fmt: skip
+    obj = hparams.Objective(net, torch.nn.functional.cross_entropy, [hparams.WeightDecay(net, init=1e-2)])
+    batch = (torch.randn(10, 3, dtype=D), torch.randint(0, 4, (10,)))
+    w, h = tree.detach(obj.params()), obj.init_hparams()
+    buffers = tree.clone(obj.buffers)
+    lin = autodiff.linearize(obj.inner_loss, w, h, batch, curvature="gauss-newton", seed=3)
+    dense = linalg.materialize(linalg.LinearOperator.hessian(lin))
+    torch.testing.assert_close(dense, dense.T, rtol=1e-10, atol=1e-12)
+    assert float(torch.linalg.eigvalsh(0.5 * (dense + dense.T)).min()) > -1e-10
+    assert all(torch.equal(buffers[k], obj.buffers[k]) for k in buffers)  # products never move the statistics
+    with _rng.fork(3):  # the parts reproduce the loss, with the same dropout masks
+        z, head, rest = obj.inner_loss.gauss_newton_parts(w, h, batch)
+        parts_value = head(z) + rest
+    assert float(parts_value) == pytest.approx(float(lin.value), rel=1e-12)
+
+
+def test_bad_requests_name_the_problem():
+    plain = lambda p, h, b: (p["w"] ** 2).sum()
+    w = {"w": torch.ones(2, dtype=D)}
+    with pytest.raises(UnsupportedError, match="gauss_newton_parts"):
+        autodiff.linearize(plain, w, {}, None, curvature="gauss-newton")
+    loss, _, params, h, batch = _mlp_problem()
+    with pytest.raises(InvalidArgumentError, match="rev-rev"):
+        autodiff.linearize(loss, params, h, batch, curvature="gauss-newton", mode="fwd-rev")
+    with pytest.raises(InvalidArgumentError, match="curvature must be one of"):
+        hypergrad.Implicit(curvature="fisher")
