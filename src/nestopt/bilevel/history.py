@@ -10,7 +10,8 @@ __all__ = ["History"]
 
 class History:
     """Per-outer-step records (train / validation / test losses and accuracies, hypergradient norm, solver
-    diagnostics, elapsed seconds).
+    diagnostics, elapsed seconds), and the results of retraining from scratch
+    (:meth:`nestopt.BilevelTrainer.retrain`) in :attr:`retrains`.
 
     Example:
         >>> h = History([{"outer_step": 1, "val_loss": 0.5}, {"outer_step": 2}])
@@ -20,8 +21,11 @@ class History:
         0.5
     """
 
-    def __init__(self, records: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, records: list[dict[str, Any]] | None = None, retrains: list[dict[str, Any]] | None = None
+    ) -> None:
         self.records: list[dict[str, Any]] = records or []
+        self.retrains: list[dict[str, Any]] = retrains or []
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)

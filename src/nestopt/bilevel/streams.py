@@ -8,7 +8,7 @@ from typing import Any
 
 from nestopt.errors import InvalidArgumentError, NestoptWarning
 
-__all__ = ["BatchStream"]
+__all__ = ["BatchStream", "one_pass"]
 
 
 class BatchStream:
@@ -60,3 +60,9 @@ class BatchStream:
                 NestoptWarning,
                 stacklevel=3,
             )
+
+
+def one_pass(loader: Iterable[Any]) -> Iterable[Any]:
+    """One pass over a loader for evaluation, without disturbing a :class:`nestopt.data.Loader`'s epochs."""
+    epoch_batches = getattr(loader, "epoch_batches", None)
+    return epoch_batches(0) if callable(epoch_batches) else loader

@@ -31,13 +31,11 @@ bit for bit. See ``docs/user-guide.md``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +48,10 @@ from nestopt._validate import nonnegative_int, positive_int
 from nestopt.bilevel import checkpoint as ckpt
 from nestopt.bilevel.callbacks import Callback, as_callbacks
 from nestopt.bilevel.history import History
-from nestopt.bilevel.streams import BatchStream
-from nestopt.errors import InvalidArgumentError, NonFiniteError, SolverWarning, UnsupportedError
+from nestopt.bilevel.retrain import retrain as _retrain
+from nestopt.bilevel.streams import BatchStream, one_pass
+from nestopt.bilevel.warnings_summary import WarningTally
+from nestopt.errors import InvalidArgumentError, NonFiniteError, UnsupportedError
 from nestopt.hparams.base import Family
 from nestopt.hparams.objective import Mode, Objective
 from nestopt.hypergrad import Implicit, Problem, Strategy
@@ -103,36 +103,6 @@ def _check_channels(families: Sequence[Family], strategy: Strategy) -> None:
             )
 
 
-class _WarningTally:
-    """Solver warnings of a whole ``fit``, summarized once with counts instead of one per outer step."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.first: dict[str, str] = {}
-        self.steps = 0
-
-    @contextlib.contextmanager
-    def record(self) -> Iterator[None]:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", SolverWarning)
-            yield
-        self.steps += 1
-        for w in caught:
-            if issubclass(w.category, SolverWarning):
-                text = str(w.message)
-                key = ":".join(text.split(":")[:2])
-                self.counts[key] = self.counts.get(key, 0) + 1
-                self.first.setdefault(key, text)
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-    def emit(self) -> None:
-        for key, n in self.counts.items():
-            warnings.warn(
-                f"{key} in {n} of {self.steps} outer steps (first: {self.first[key]})", SolverWarning, stacklevel=3
-            )
-
-
 class BilevelTrainer:
     """Joint training of a model's weights and its hyperparameters.
 
@@ -164,6 +134,9 @@ class BilevelTrainer:
             hypergradient. Reported metrics are always computed in eval mode.
         callbacks: :class:`~nestopt.bilevel.Callback` objects or functions ``(trainer, record)``, called at
             every :meth:`fit` (e.g. :class:`~nestopt.bilevel.TensorBoardLogger`).
+        track_distances: record at every outer step how far the weights are from their initialization
+            (``distance_from_init``; for cold start, from that step's re-initialization) and from the weights
+            after the previous outer step (``distance_from_previous``). Costs two copies of the weights.
 
     Example:
         >>> import functools, torch, nestopt
@@ -196,6 +169,7 @@ class BilevelTrainer:
         seed: int = 0,
         outer_mode: Mode = "eval",
         callbacks: Iterable[Any] = (),
+        track_distances: bool = False,
     ) -> None:
         fams = [families] if isinstance(families, Family) else list(families)
         self.objective = Objective(model, criterion, fams, outer_mode=outer_mode)
@@ -250,9 +224,9 @@ class BilevelTrainer:
         for key, value in self.strategy.extra_hparams(tree.detach(self.hparams)).items():
             self.hparams[f"{self.strategy.name}/{key}"] = value.detach().clone().requires_grad_(True)
         sizes: dict[str, int] = {}
-        for k, h in self.hparams.items():
-            sizes[k.split("/")[0]] = sizes.get(k.split("/")[0], 0) + h.numel()
-        self._recorded = [k for k in self.hparams if sizes[k.split("/")[0]] <= _RECORDED_HPARAM_SIZE]
+        for key, h in self.hparams.items():
+            sizes[key.split("/")[0]] = sizes.get(key.split("/")[0], 0) + h.numel()
+        self._recorded = [key for key in self.hparams if sizes[key.split("/")[0]] <= _RECORDED_HPARAM_SIZE]
         if not self.hparams:
             raise InvalidArgumentError(
                 "there is nothing to tune: families is empty; pass at least one hyperparameter family, "
@@ -276,6 +250,10 @@ class BilevelTrainer:
         self._stream_states: dict[str, dict[str, int]] = {}
         self._written: set[Path] = set()
         self._phase_start = 0
+        self.track_distances = bool(track_distances)
+        self._distance_refs: dict[str, Tree] = {}
+        if self.track_distances:
+            self._distance_refs = {"init": tree.clone(self.params), "previous": tree.clone(self.params)}
 
     # -- losses ------------------------------------------------------------------------------------
     @property
@@ -307,6 +285,8 @@ class BilevelTrainer:
             for k, b in self.buffers.items():
                 if self._init_buffers is not None:
                     b.copy_(self._init_buffers[k])
+        if self.track_distances:
+            self._distance_refs["init"] = tree.clone(self.params)
         self._build_inner_optimizer()
         self.strategy.reset()
 
@@ -377,20 +357,7 @@ class BilevelTrainer:
 
         The model runs in eval mode under ``no_grad``; no buffer changes and no random number is drawn.
         """
-        total, count, correct, classes = 0.0, 0, 0, True
-        h = tree.detach(self.hparams)
-        with torch.random.fork_rng(devices=[]):
-            for batch in loader:
-                s, n, c = self.objective.evaluate_sums(self.params, h, batch)
-                total, count = total + s, count + n
-                classes = classes and c is not None
-                correct += c or 0
-        if count == 0:
-            raise InvalidArgumentError("cannot evaluate on an empty loader")
-        result = {"loss": total / count}
-        if classes:
-            result["accuracy"] = correct / count
-        return result
+        return self.objective.evaluate(self.params, self.hparams, loader)
 
     def fit(
         self,
@@ -445,7 +412,7 @@ class BilevelTrainer:
                 stream.load_state_dict(self._stream_states[name])
         self._streams = streams
         cbs = [*self.callbacks, *as_callbacks([*callbacks, *([callback] if callback is not None else [])])]
-        tally = _WarningTally()
+        tally = WarningTally()
         start = time.perf_counter() - (self.history.records[-1]["seconds"] if self.history.records else 0.0)
         bar = progress_bar(range(self.outer_step, outer_steps), progress)
         try:
@@ -457,9 +424,9 @@ class BilevelTrainer:
                 self.outer_step += 1
                 record = self._record(res, losses, start)
                 if self.outer_step % eval_every == 0 or self.outer_step == outer_steps:
-                    record.update({f"val_{k}": v for k, v in self.evaluate(_whole(val)).items()})
+                    record.update({f"val_{k}": v for k, v in self.evaluate(one_pass(val)).items()})
                     if test is not None:
-                        record.update({f"test_{k}": v for k, v in self.evaluate(_whole(test)).items()})
+                        record.update({f"test_{k}": v for k, v in self.evaluate(one_pass(test)).items()})
                 self.history.append(record)
                 bar.set_postfix(f"val loss {record['outer_loss']:.4g}")
                 for cb in cbs:
@@ -487,17 +454,50 @@ class BilevelTrainer:
             "hvp_calls": info.hvp_calls,
             "seconds": time.perf_counter() - start,
         }
+        if self.track_distances:
+            w = tree.detach(self.params)
+            record["distance_from_init"] = float(tree.norm(tree.sub(w, self._distance_refs["init"])))
+            record["distance_from_previous"] = float(tree.norm(tree.sub(w, self._distance_refs["previous"])))
+            self._distance_refs["previous"] = tree.clone(w)
         for k in self._recorded:  # the hyperparameters of small families: their schedule over the run
             value = self.hparams[k].detach().cpu()
             record[f"hparams/{k}"] = float(value) if value.numel() == 1 else value.reshape(-1).tolist()
         return record
+
+    def retrain(
+        self,
+        train: Iterable[Any],
+        *,
+        steps: int | None = None,
+        val: Iterable[Any] | None = None,
+        test: Iterable[Any] | None = None,
+        init: Tree | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Retrain a fresh copy of the model from scratch on the current hyperparameters, held fixed.
+
+        The copy is re-initialized (every submodule's ``reset_parameters`` from a seed of this run, or
+        ``init``), trained for ``steps`` inner steps (default: as many as this run has taken) with the run's
+        inner optimizer and scheduler (or, for a strategy that takes its steps itself, its differentiable
+        optimizer), and evaluated. The result is appended to ``history.retrains`` and returned; the run itself
+        (weights, buffers, hyperparameters, random streams) is untouched. Comparing it with the run's own
+        weights tells what a warm-start solution owes to its trajectory rather than to its hyperparameters
+        (Vicol et al., 2022; see :mod:`nestopt.bilevel.retrain`).
+
+        Returns:
+            ``{"steps", "seed", "outer_step", "train_loss", "distance_from_init", "val_loss", "val_accuracy",
+            "test_loss", "test_accuracy"}`` (the evaluations that were asked for).
+        """
+        result = _retrain(self, train, steps=steps, val=val, test=test, init=init, seed=seed)
+        self.history.retrains.append(result)
+        return result
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run exactly: weights, buffers, hyperparameters, optimizer and
         scheduler states, the strategy's state, RNG states, data positions, counters and history (tensors and
         plain values only)."""
-        families = {f.name: f.state_dict() for f in self.objective.families if hasattr(f, "state_dict")}
+        families = {f.name: f.state_dict() for f in self.objective.families}
         streams = {k: s.state_dict() for k, s in self._streams.items()} or dict(self._stream_states)
         return {
             "kind": _KIND,
@@ -519,6 +519,8 @@ class BilevelTrainer:
             "outer_step": self.outer_step,
             "inner_step": self.inner_step,
             "history": self.history.records,
+            "retrains": self.history.retrains,
+            "distance_refs": {k: tree.clone(v) for k, v in self._distance_refs.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -544,11 +546,12 @@ class BilevelTrainer:
         self._stream_states = dict(state["streams"])
         self._streams = {}
         for f in self.objective.families:
-            if f.name in state["families"] and hasattr(f, "load_state_dict"):
+            if f.name in state["families"]:
                 f.load_state_dict(state["families"][f.name])
         self.seed = int(state["seed"])
         self.outer_step, self.inner_step = int(state["outer_step"]), int(state["inner_step"])
-        self.history = History(list(state["history"]))
+        self.history = History(list(state["history"]), list(state["retrains"]))
+        self._distance_refs = {k: tree.clone(v) for k, v in state["distance_refs"].items()}
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (a failed write never corrupts the last checkpoint)."""
@@ -562,12 +565,6 @@ class BilevelTrainer:
         values is refused with :class:`~nestopt.errors.CheckpointError`, and nothing in it is run.
         """
         self.load_state_dict(ckpt.load(path, kind=_KIND))
-
-
-def _whole(loader: Iterable[Any]) -> Iterable[Any]:
-    """One pass over a loader for evaluation, without disturbing a :class:`nestopt.data.Loader`'s epochs."""
-    epoch_batches = getattr(loader, "epoch_batches", None)
-    return epoch_batches(0) if callable(epoch_batches) else loader
 
 
 def progress_bar(steps: range, enabled: bool | None) -> progress[int]:

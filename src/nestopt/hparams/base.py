@@ -23,6 +23,8 @@ Each family's tensors appear in the hyperparameter tree under ``"<family name>/<
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from nestopt.tree import Tree
@@ -69,6 +71,14 @@ class Family:
     def soft_targets(self, hparams: Tree, batch: tuple[Tensor, ...]) -> Tensor | None:
         """Probability targets that replace the batch's labels (learned labels), or ``None``."""
         return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """State that is not a hyperparameter but must be checkpointed (a noise generator, say): tensors and
+        plain values only. Default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     def key(self, k: str) -> str:
         """The full key of this family's tensor ``k`` in the hyperparameter tree."""

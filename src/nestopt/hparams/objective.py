@@ -317,6 +317,26 @@ class Objective:
         buffers = self.scratch_buffers() if train else None
         return self.head(self.predict(params, x, hparams=hparams, train=train, buffers=buffers), y, weights, soft)
 
+    def evaluate(self, params: Tree, hparams: Tree, loader: Any) -> dict[str, float]:
+        """Mean loss (and accuracy, for class targets) of ``params`` over every batch of ``loader``.
+
+        The model runs in eval mode under ``no_grad``; no buffer changes and no random number is drawn.
+        """
+        total, count, correct, classes = 0.0, 0, 0, True
+        h = tree.detach(hparams)
+        with torch.random.fork_rng(devices=[]):
+            for batch in loader:
+                s, n, c = self.evaluate_sums(params, h, batch)
+                total, count = total + s, count + n
+                classes = classes and c is not None
+                correct += c or 0
+        if count == 0:
+            raise InvalidArgumentError("cannot evaluate on an empty loader")
+        result = {"loss": total / count}
+        if classes:
+            result["accuracy"] = correct / count
+        return result
+
     def evaluate_sums(self, params: Tree, hparams: Tree, batch: Any) -> tuple[float, int, int | None]:
         """For evaluation (eval mode, no gradient): the summed loss over ``batch``, its size, and the number
         of correct class predictions (``None`` unless the targets are class indices)."""
