@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 import nestopt
-from _report import environment, env_line, parser, write
+from _report import env_line, environment, parser, write
 from nestopt import data, hparams, hypergrad, linalg, tree
 
 CE = torch.nn.functional.cross_entropy
