@@ -21,7 +21,7 @@ from torch import Tensor
 from nestopt import tree
 from nestopt.autodiff import check_tree, vjp
 from nestopt.errors import InvalidArgumentError, NonFiniteError, ShapeMismatchError
-from nestopt.linalg import CG, LinearOperator, Solver
+from nestopt.linalg import CG, GMRES, LinearOperator, Solver
 from nestopt.tree import Tree
 
 __all__ = ["custom_root"]
@@ -57,7 +57,11 @@ class _RootFunction(torch.autograd.Function):
                 return dict(zip(p_keys, vjp(outs, w_list, [v[k] for k in p_keys], retain_graph=True)))
 
             rhs = {k: (c if c is not None else torch.zeros_like(w[k])) for k, c in zip(p_keys, cotangents)}
-            op = LinearOperator(transpose_jacobian, like=w, symmetric=setup["symmetric"])
+            if setup["symmetric"]:
+                op = LinearOperator(transpose_jacobian, like=w, symmetric=True)
+            else:
+                op = LinearOperator(transpose_jacobian, like=w, rmatvec=_jacobian_product(outs, w_list, p_keys),
+                                    symmetric=False)  # fmt: skip
             solution = setup["solver"].solve(op, rhs)
             grads_h = vjp(outs, [h[k] for k in h_keys], [solution.value[k] for k in p_keys], retain_graph=True)
         setup["report"](solution.info)
@@ -65,6 +69,21 @@ class _RootFunction(torch.autograd.Function):
         if not all(bool(torch.isfinite(g).all()) for g in out):
             raise NonFiniteError(f"custom_root: the implicit gradient is not finite ({solution.info.message})")
         return (None, *out)
+
+
+def _jacobian_product(outs: list[Tensor], w_list: list[Tensor], keys: list[str]) -> Callable[[Tree], Tree]:
+    """``v -> (d F / d w) v`` by differentiating the linear map ``u -> (dF/dw)^T u`` (built once, lazily)."""
+    graph: list[Any] = []
+
+    def product(v: Tree) -> Tree:
+        if not graph:
+            dummy = [torch.zeros_like(o).requires_grad_(True) for o in outs]
+            graph.extend([dummy, vjp(outs, w_list, dummy, retain_graph=True, create_graph=True)])
+        dummy, jt_dummy = graph
+        with torch.enable_grad():
+            return {k: g.detach() for k, g in zip(keys, vjp(jt_dummy, dummy, [v[k] for k in keys], retain_graph=True))}
+
+    return product
 
 
 def custom_root(
@@ -75,8 +94,10 @@ def custom_root(
     Args:
         optimality_fn: ``F(params, hparams, *args, **kwargs) -> tree`` (keys of ``params``), zero at the
             solution; typically the inner loss's gradient.
-        solver: solves :math:`(\\partial_w F)^\\top x = u` (default ``linalg.CG(steps=50)``, which needs
-            ``symmetric=True``; use ``linalg.Exact()`` for a non-symmetric ``F``).
+        solver: solves :math:`(\\partial_w F)^\\top x = u`. Default ``linalg.CG(steps=50)`` when ``symmetric``,
+            else ``linalg.GMRES(steps=200, restart=50)``; for a non-symmetric ``F`` any of ``linalg.GMRES``,
+            ``linalg.BiCGSTAB``, ``linalg.NormalCG`` or ``linalg.Exact`` (NormalCG's transpose products
+            :math:`(\\partial_w F) v` cost two backward passes each).
         symmetric: whether :math:`\\partial_w F` is symmetric (true when ``F`` is a gradient).
 
     Returns:
@@ -97,7 +118,8 @@ def custom_root(
         >>> l2.grad.shape
         torch.Size([])
     """
-    solver = CG(steps=50) if solver is None else solver
+    if solver is None:
+        solver = CG(steps=50) if symmetric else GMRES(steps=200, restart=50)
     if not isinstance(solver, Solver):
         raise InvalidArgumentError(f"solver must be a nestopt.linalg solver, got {solver!r}")
 
