@@ -102,7 +102,9 @@ def test_heavy_ball_operator_is_one_optimizer_step(scheme: str) -> None:
         return [optim.HeavyBall(game.parameters(i), lr=0.05, momentum=-0.4) for i in range(2)]
 
     game, before, after, _ = _state_after_one_step(make, scheme, "heavy")
-    T = dynamics.momentum_operator(dynamics.jacobian_matrix(game), 0.05, -0.4, alternating=scheme == "alternating", blocks=game.slices)
+    T = dynamics.momentum_operator(
+        dynamics.jacobian_matrix(game), 0.05, -0.4, alternating=scheme == "alternating", blocks=game.slices
+    )
     torch.testing.assert_close(T @ before, after, rtol=1e-12, atol=1e-12)
 
 
@@ -156,7 +158,9 @@ def test_predicted_rate_matches_measured(scheme: str) -> None:
 
 def test_search_finds_the_extragradient_optimum() -> None:
     M = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
-    res = dynamics.search(lambda lr: dynamics.extragradient_operator(M, lr), {"lr": torch.linspace(0.05, 1.5, 20)}, refine=3)
+    res = dynamics.search(
+        lambda lr: dynamics.extragradient_operator(M, lr), {"lr": torch.linspace(0.05, 1.5, 20)}, refine=3
+    )
     # |1 - lr^2 - i lr|^2 = 1 - lr^2 + lr^4 is smallest at lr = 1/sqrt(2), rate sqrt(3)/2
     assert res.best["lr"] == pytest.approx(2**-0.5, abs=1e-3)
     assert res.rate == pytest.approx(3**0.5 / 2, abs=1e-6)

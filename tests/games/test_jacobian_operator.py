@@ -113,7 +113,7 @@ def _by_hand(gen, disc):
     def losses(p, batch):
         real, z = batch
         fake = forward_g(p[0], z)
-        d = lambda x: x @ p[1]["weight"].T + p[1]["bias"]  # noqa: E731
+        d = lambda x: x @ p[1]["weight"].T + p[1]["bias"]
         penalty = 1e-2 * ((p[1]["weight"] ** 2).sum() + (p[1]["bias"] ** 2).sum())
         return [F.softplus(-d(fake)).mean(), F.softplus(-d(real)).mean() + F.softplus(d(fake)).mean() + penalty]
 

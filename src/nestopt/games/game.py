@@ -150,8 +150,6 @@ class Game(JointState):
             >>> import torch
             >>> from torch.nn.functional import softplus
             >>> from nestopt.games import Game
-            >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-            <torch._C.Generator object at ...>
             >>> G, D = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
             >>> def gan(nets, batch):
             ...     real, z = batch
@@ -174,6 +172,13 @@ class Game(JointState):
                    equilibrium=equilibrium, info=info)  # fmt: skip
 
     # -- evaluation ---------------------------------------------------------------------------------------
+    def _wanted(self, players: Sequence[int] | None) -> list[int]:
+        if players is None:
+            return list(range(self.n_players))
+        for i in players:
+            self.player_keys(i)  # validates the index
+        return list(players)
+
     def evaluate(
         self, params: Params | None = None, batch: Any = None, *, players: Sequence[int] | None = None
     ) -> list[Tensor]:
@@ -185,7 +190,7 @@ class Game(JointState):
             NonFiniteError: naming the player whose loss is NaN or infinite.
         """
         trees = self.split(self._point(params))
-        wanted = list(range(self.n_players)) if players is None else [int(i) for i in players]
+        wanted = self._wanted(players)
         if self._losses is not None and len(wanted) < self.n_players:
             values = {i: self._losses[i](trees, batch) for i in wanted}
         else:
@@ -210,7 +215,7 @@ class Game(JointState):
         """The losses of ``players`` (default: all; detached) and the simultaneous gradient :math:`\\xi` as a
         joint tree, each player's block :math:`\\nabla_{\\theta_i} L_i` (zeros for players not asked for)."""
         point = {k: v.detach().requires_grad_(True) for k, v in self._point(params).items()}
-        wanted = list(range(self.n_players)) if players is None else [int(i) for i in players]
+        wanted = self._wanted(players)
         xi = {k: torch.zeros_like(v) for k, v in point.items()}
         with torch.enable_grad():
             losses = self.evaluate(point, batch, players=wanted)
@@ -248,15 +253,23 @@ class Game(JointState):
 
     def jacobian_operator(self, params: Params | None = None, batch: Any = None) -> linalg.LinearOperator:
         """:math:`J` at ``params`` as a non-symmetric :class:`~nestopt.linalg.LinearOperator` on joint trees:
-        ``matvec`` is :math:`Jv` (two backward passes), ``rmatvec`` :math:`J^\\top u` (one)."""
+        ``matvec`` is :math:`Jv` (a double backward pass), ``rmatvec`` :math:`J^\\top u` (one backward pass).
+
+        Example:
+            >>> from nestopt import linalg
+            >>> from nestopt.games import zoo
+            >>> op = zoo.bilinear(dim=3, init=1.0).jacobian_operator()
+            >>> op.symmetric, linalg.GMRES(tol=1e-6).solve(op, op.like).info.status.value
+            (False, 'converged')
+        """
         return self.linearize(params, batch, what="the game Jacobian operator").operator()
 
     def _product(self, v: Vector, params: Params | None, batch: Any, transpose: bool) -> Vector:
+        joint = self.join(self.unflatten(v)) if isinstance(v, Tensor) else self._joint_tree(v, "v")
         lin = self.linearize(params, batch, what="vjp" if transpose else "jvp")
-        product = lin.vjp if transpose else lin.jvp
+        out = lin.vjp(joint) if transpose else lin.jvp(joint)
         if isinstance(v, Tensor):
-            return self.flatten(product(self.join(self.unflatten(v))))
-        out = product(self._joint_tree(v, "v"))
+            return self.flatten(out)
         return out if isinstance(v, Mapping) else self.split(out)
 
     def jvp(self, v: Vector, params: Params | None = None, batch: Any = None) -> Vector:
@@ -300,6 +313,19 @@ class Game(JointState):
         from :func:`nestopt.linalg.eigs` on :meth:`jacobian_operator`: Arnoldi for large games, a dense
         solve when the Krylov space would fill the whole space anyway. Eigenvalues with negative real part
         repel simultaneous gradient descent; purely imaginary ones make it rotate.
+
+        Args:
+            params, batch: the point and the batch (default: the current state, no batch).
+            k: how many eigenvalues (``None``: all, densely).
+            which: which ``k`` (see :func:`nestopt.linalg.eigs`).
+            max_size: the largest game for the dense path.
+            tol, seed: passed to :func:`nestopt.linalg.eigs`.
+
+        Example:
+            >>> from nestopt.games import zoo
+            >>> game = zoo.mixture(0.5, zoo.spread_spectrum(40, 1.0, 4.0), init=1.0)  # sigma_k (1 +- i) / 2
+            >>> [complex(round(z.real, 6), round(z.imag, 6)) for z in game.spectrum(k=1, which="LI").tolist()]
+            [(2+2j)]
         """
         if k is None:
             if self.numel > max_size:

@@ -173,7 +173,8 @@ class JointState:
         """Inverse of :meth:`flatten`, one tree per player (``join`` it for the joint form)."""
         if vec.dim() != 1 or vec.numel() != self.numel:
             raise ShapeMismatchError(f"vec must be a vector of {self.numel} entries, got shape {tuple(vec.shape)}")
-        return self.split(tree.unflatten(vec, tree.flatten(self.state)[1]))
+        spec = tree.TreeSpec(tuple(self.state), tuple(v.shape for v in self.state.values()))
+        return self.split(tree.unflatten(vec, spec))
 
     def copy_(self, params: Params) -> None:
         """Overwrite the game's state tensors in place with ``params``."""

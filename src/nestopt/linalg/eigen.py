@@ -40,6 +40,8 @@ class EigResult:
         iterations: restart cycles (power iteration: iterations).
         products: operator products spent.
         message: details.
+
+    ``as_dict()`` gives plain numbers (complex eigenvalues as ``[real, imag]`` pairs).
     """
 
     eigenvalues: Tensor
@@ -52,9 +54,9 @@ class EigResult:
     message: str = ""
 
     def as_dict(self) -> dict[str, object]:
-        values = self.eigenvalues.tolist()
+        values = self.eigenvalues
         return {
-            "eigenvalues": [complex(v) if isinstance(v, complex) else float(v) for v in values],
+            "eigenvalues": torch.view_as_real(values).tolist() if values.is_complex() else values.tolist(),
             "residuals": self.residuals.tolist(),
             "converged": self.converged.tolist(),
             "status": self.status.value,
@@ -89,7 +91,7 @@ def _order(which: str) -> Callable[[Tensor], Tensor]:
 
 
 def _check(
-    op: LinearOperator, k: int, block_size: int, krylov_size: int | None, tol: float | None
+    op: LinearOperator, k: int, block_size: int, krylov_size: int | None, tol: float | None, symmetric: bool
 ) -> tuple[int, float]:
     if not isinstance(op, LinearOperator):
         raise InvalidArgumentError(f"op must be a nestopt.linalg.LinearOperator, got {type(op).__name__}")
@@ -100,10 +102,11 @@ def _check(
         raise InvalidArgumentError(f"k={k} exceeds the dimension {n} of the operator")
     m = max(20, 2 * k + 2 * block_size) if krylov_size is None else positive_int("krylov_size", krylov_size)
     m = block_size * math.ceil(m / block_size)
-    if m < k + block_size:
+    least = k + block_size + (0 if symmetric else 1)  # room for the k wanted (and a conjugate partner) and a block
+    if m < least:
         raise InvalidArgumentError(
             f"krylov_size={krylov_size} is too small for k={k} and block_size={block_size}: it must be at least "
-            f"k + block_size = {k + block_size} (twice k or more converges faster)"
+            f"{least} (twice k or more converges faster)"
         )
     eps = torch.finfo(op.dtype).eps
     return m, math.sqrt(eps) if tol is None else nonnegative("tol", tol, positive=True)
@@ -169,7 +172,7 @@ def _run(
     tol: float | None,
     throw: bool,
 ) -> EigResult:
-    m, tol_ = _check(op, k, block_size, krylov_size, tol)
+    m, tol_ = _check(op, k, block_size, krylov_size, tol, symmetric)
     nonnegative_int("max_restarts", max_restarts)
     gen = _krylov.generator(seed)
     fop = _krylov.FlatOperator(op)
