@@ -76,12 +76,13 @@ def _jacobian_product(outs: list[Tensor], w_list: list[Tensor], keys: list[str])
     graph: list[Any] = []
 
     def product(v: Tree) -> Tree:
-        if not graph:
-            dummy = [torch.zeros_like(o).requires_grad_(True) for o in outs]
-            graph.extend([dummy, vjp(outs, w_list, dummy, retain_graph=True, create_graph=True)])
-        dummy, jt_dummy = graph
         with torch.enable_grad():
-            return {k: g.detach() for k, g in zip(keys, vjp(jt_dummy, dummy, [v[k] for k in keys], retain_graph=True))}
+            if not graph:
+                dummy = [torch.zeros_like(o).requires_grad_(True) for o in outs]
+                graph.extend([dummy, vjp(outs, w_list, dummy, retain_graph=True, create_graph=True)])
+            dummy, jt_dummy = graph
+            got = vjp(jt_dummy, dummy, [v[k] for k in keys], retain_graph=True)
+        return {k: g.detach() for k, g in zip(keys, got)}
 
     return product
 
@@ -97,7 +98,7 @@ def custom_root(
         solver: solves :math:`(\\partial_w F)^\\top x = u`. Default ``linalg.CG(steps=50)`` when ``symmetric``,
             else ``linalg.GMRES(steps=200, restart=50)``; for a non-symmetric ``F`` any of ``linalg.GMRES``,
             ``linalg.BiCGSTAB``, ``linalg.NormalCG`` or ``linalg.Exact`` (NormalCG's transpose products
-            :math:`(\\partial_w F) v` cost two backward passes each).
+            :math:`(\\partial_w F) v` are double backward passes).
         symmetric: whether :math:`\\partial_w F` is symmetric (true when ``F`` is a gradient).
 
     Returns:
