@@ -150,22 +150,14 @@ def mlp_problem(
     return problem
 
 
-def _power(matvec: Any, like: Tree, iterations: int) -> float:
-    g = torch.Generator().manual_seed(1)
-    v = tree.map(lambda t: torch.randn(t.shape, generator=g, dtype=t.dtype), like)
-    lam = 0.0
-    for _ in range(iterations):
-        hv = matvec(v)
-        lam = float(tree.dot(v, hv) / tree.dot(v, v))
-        v = tree.scale(hv, 1.0 / float(tree.norm(hv)))
-    return lam
-
-
 def extreme_eigenvalues(problem: MLPProblem, iterations: int = 20) -> tuple[float, float]:
     """The largest and the smallest Hessian eigenvalue (power iteration on H, then on top I - H)."""
     lin = linearize(problem.inner, problem.params, problem.hparams, problem.train)
-    top = _power(lin.hvp, problem.params, iterations)
-    shifted = _power(lambda v: tree.axpy(-1.0, lin.hvp(v), tree.scale(v, top)), problem.params, iterations)
+    top = float(
+        linalg.power_iteration(linalg.LinearOperator.hessian(lin), iterations=iterations, seed=1).eigenvalues[0]
+    )
+    flipped = linalg.LinearOperator(lambda v: tree.axpy(-1.0, lin.hvp(v), tree.scale(v, top)), problem.params)
+    shifted = float(linalg.power_iteration(flipped, iterations=iterations, seed=1).eigenvalues[0])
     return top, top - shifted
 
 

@@ -10,9 +10,12 @@ import pytest
 MODULES = [
     "nestopt.games",
     "nestopt.games.game",
+    "nestopt.games.state",
     "nestopt.games.schemes",
     "nestopt.games.rules",
     "nestopt.games.dynamics",
+    "nestopt.games.dynamics.operators",
+    "nestopt.games.dynamics.rates",
     "nestopt.games.zoo",
     "nestopt.games.zoo.classic",
     "nestopt.games.zoo.ipd",

@@ -1,7 +1,10 @@
 """Differentiable games: the :class:`Game` API, update schemes, game-aware rules, dynamics and a zoo.
 
-* :class:`Game`: players' parameter trees and losses; the simultaneous gradient :math:`\\xi`, the game
-  Jacobian (dense, or as products), its symmetric and antisymmetric parts, the Hamiltonian.
+* :class:`Game`: the players' parameters as one joint tree keyed ``"player/name"`` (per-player views too)
+  and their losses; the simultaneous gradient :math:`\\xi`, the game Jacobian (dense, as products, or as a
+  :class:`~nestopt.linalg.LinearOperator`) and its spectrum, its symmetric and antisymmetric parts, the
+  Hamiltonian; :meth:`Game.from_modules` for ``torch.nn.Module`` players.
+* :class:`GameLinearization`: the game at one point, for repeated Jacobian products.
 * :func:`simultaneous` / :func:`alternating` (:mod:`nestopt.games.schemes`): step the players with any
   ``torch.optim`` optimizers, e.g. :class:`nestopt.optim.ComplexMomentum`.
 * :mod:`nestopt.games.rules`: consensus optimization, SGA, LookAhead, LOLA, SOS.
@@ -20,8 +23,10 @@ Example:
 """
 
 from nestopt.games import dynamics, rules, schemes, zoo
-from nestopt.games.game import Game, GameLinearization
-from nestopt.games.rules import LOLA, SGA, SOS, Consensus, Gradient, LookAhead, Rule
+from nestopt.games.game import Game
+from nestopt.games.linearization import GameLinearization
+from nestopt.games.modules import Players
+from nestopt.games.rules import LOLA, SGA, SOS, Consensus, Direction, Gradient, LookAhead, Rule
 from nestopt.games.schemes import alternating, simultaneous
 
 __all__ = [
@@ -29,10 +34,12 @@ __all__ = [
     "SGA",
     "SOS",
     "Consensus",
+    "Direction",
     "Game",
     "GameLinearization",
     "Gradient",
     "LookAhead",
+    "Players",
     "Rule",
     "alternating",
     "dynamics",

@@ -1,8 +1,10 @@
 """Game-aware update rules: directions built from the simultaneous gradient and the game Jacobian.
 
-Each rule is an object with ``direction(game, params=None, batch=None) -> list[Tree]``; pass it as
-``rule=`` to :meth:`Game.step <nestopt.games.Game.step>` and any ``torch.optim`` optimizer follows that
-direction instead of :math:`\\xi`. With :math:`J = H` the game Jacobian, :math:`H_o` its off-diagonal blocks
+Each rule is an object with ``evaluate(game, params=None, batch=None) -> Direction``: the direction as a
+joint tree (keyed like :attr:`Game.state <nestopt.games.Game.state>`) and the players' losses at the point;
+``direction(...)`` gives the same direction as one tree per player. Pass a rule as ``rule=`` to
+:meth:`Game.step <nestopt.games.Game.step>` and any ``torch.optim`` optimizer follows that direction instead
+of :math:`\\xi`. Rules use only the public products of :class:`~nestopt.games.GameLinearization`. With :math:`J = H` the game Jacobian, :math:`H_o` its off-diagonal blocks
 (:math:`H_{ij} = \\nabla_{\\theta_j}\\nabla_{\\theta_i} L_i`, :math:`i \\ne j`) and :math:`A = \\tfrac12 (J - J^\\top)`:
 
 ============================  ==========================================================================
@@ -34,40 +36,50 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from nestopt import tree
 from nestopt._validate import nonnegative
 from nestopt.errors import InvalidArgumentError
-from nestopt.games.game import Game, GameLinearization
 from nestopt.tree import Tree
 
-__all__ = ["LOLA", "SGA", "SOS", "Consensus", "Gradient", "LookAhead", "Rule"]
+if TYPE_CHECKING:
+    from nestopt.games.game import Game, Params
+    from nestopt.games.linearization import GameLinearization
 
-Params = Sequence[Mapping[str, Tensor]] | None
-
-
-def _dot(a: list[Tensor], b: list[Tensor]) -> Tensor:
-    return torch.stack([(x * y).sum() for x, y in zip(a, b)]).sum()
+__all__ = ["LOLA", "SGA", "SOS", "Consensus", "Direction", "Gradient", "LookAhead", "Rule"]
 
 
-def _axpy(alpha: float | Tensor, x: list[Tensor], y: list[Tensor]) -> list[Tensor]:
-    return [yy + alpha * xx for xx, yy in zip(x, y)]
+class Direction(NamedTuple):
+    """A rule's direction (a joint tree) and every player's loss at the point where it was computed."""
+
+    value: Tree
+    losses: list[Tensor]
+
+
+def _axpy(alpha: float | Tensor, x: Tree, y: Tree) -> Tree:
+    """``y + alpha * x`` key by key, with that rounding (the rules' arithmetic, unchanged)."""
+    return tree.map(lambda a, b: b + alpha * a, x, y)
 
 
 class Rule:
-    """Base class of the update rules: :meth:`direction` returns one tree per player."""
+    """Base class of the update rules: :meth:`evaluate` gives the direction and the losses."""
 
     name = "rule"
 
-    def direction(self, game: Game, params: Params = None, batch: Any = None) -> list[Tree]:
+    def evaluate(self, game: Game, params: Params | None = None, batch: Any = None) -> Direction:
+        """The direction at ``params`` (default: the game's state) as a joint tree, with the losses there."""
         lin = game.linearize(params, batch, what=self.name)
-        return game._to_trees([d.detach() for d in self._flat(game, lin)])
+        return Direction(tree.detach(self._direction(game, lin)), lin.losses)
 
-    def _flat(self, game: Game, lin: GameLinearization) -> list[Tensor]:  # pragma: no cover - overridden
+    def direction(self, game: Game, params: Params | None = None, batch: Any = None) -> list[Tree]:
+        """The direction as one tree per player."""
+        return game.split(self.evaluate(game, params, batch).value)
+
+    def _direction(self, game: Game, lin: GameLinearization) -> Tree:  # pragma: no cover - overridden
         raise NotImplementedError
 
 
@@ -76,8 +88,9 @@ class Gradient(Rule):
 
     name = "Gradient"
 
-    def direction(self, game: Game, params: Params = None, batch: Any = None) -> list[Tree]:
-        return game.xi(params, batch)
+    def evaluate(self, game: Game, params: Params | None = None, batch: Any = None) -> Direction:
+        losses, xi = game.value_and_xi(params, batch)
+        return Direction(xi, losses)
 
 
 class Consensus(Rule):
@@ -92,9 +105,8 @@ class Consensus(Rule):
     def __init__(self, gamma: float = 1.0) -> None:
         self.gamma = nonnegative("gamma", gamma)
 
-    def _flat(self, game: Game, lin: GameLinearization) -> list[Tensor]:
-        xi = [x.detach() for x in lin.xi]
-        return _axpy(self.gamma, lin.vjp(xi), xi)
+    def _direction(self, game: Game, lin: GameLinearization) -> Tree:
+        return _axpy(self.gamma, lin.vjp(lin.xi), lin.xi)
 
 
 class SGA(Rule):
@@ -116,39 +128,34 @@ class SGA(Rule):
         self.eps = nonnegative("eps", eps)
         self.last_sign: float = 1.0
 
-    def _flat(self, game: Game, lin: GameLinearization) -> list[Tensor]:
-        xi = [x.detach() for x in lin.xi]
+    def _direction(self, game: Game, lin: GameLinearization) -> Tree:
+        xi = lin.xi
         jt_xi = lin.vjp(xi)
         j_xi = lin.jvp(xi)
-        at_xi = [0.5 * (a - b) for a, b in zip(jt_xi, j_xi)]
+        at_xi = tree.map(lambda a, b: 0.5 * (a - b), jt_xi, j_xi)
         sign = 1.0
         if self.align:
-            d = sum(x.numel() for x in xi)
-            score = _dot(xi, jt_xi) * _dot(at_xi, jt_xi) / d + self.eps
+            score = tree.dot(xi, jt_xi) * tree.dot(at_xi, jt_xi) / tree.numel(xi) + self.eps
             sign = 1.0 if float(score) >= 0 else -1.0
         self.last_sign = sign
         return _axpy(sign * self.lam, at_xi, xi)
 
 
-def _shaping_terms(game: Game, lin: GameLinearization, need_chi: bool) -> tuple[list[Tensor], list[Tensor]]:
-    """:math:`H_o \\xi` and :math:`\\chi` (zeros when not needed), as flat lists."""
-    xi_const = [x.detach() for x in lin.xi]
-    ho_xi = [torch.zeros_like(x) for x in xi_const]
-    chi = [torch.zeros_like(x) for x in xi_const]
+def _shaping_terms(game: Game, lin: GameLinearization, need_chi: bool) -> tuple[Tree, Tree]:
+    """:math:`H_o \\xi` and :math:`\\chi` (zeros when not needed), as joint trees."""
+    ho_xi, chi = tree.zeros_like(lin.xi), tree.zeros_like(lin.xi)
     for i in range(game.n_players):
-        own = game._player_index[i]
-        others = [k for k in range(len(lin.leaves)) if k not in own]
+        own = set(game.player_keys(i))
+        others = [k for k in lin.point if k not in own]
         if not others:
             continue
-        grad_li = lin.loss_gradient(i)  # nabla L_i over every player, graph kept
-        own_leaves = [lin.leaves[k] for k in own]
-        t_i = _dot([grad_li[k] for k in others], [xi_const[k] for k in others])
-        for k, g in zip(own, lin._grad([t_i], own_leaves, None)):
-            ho_xi[k] = g.detach()
-        if need_chi:
-            s_i = _dot([lin.xi[k] for k in others], [grad_li[k].detach() for k in others])
-            for k, g in zip(own, lin._grad([s_i], own_leaves, None)):
-                chi[k] = g.detach()
+        with torch.enable_grad():
+            grad_li = lin.loss_gradient(i)  # nabla L_i over every player, graph kept
+            t_i = tree.dot({k: grad_li[k] for k in others}, {k: lin.xi[k] for k in others})
+            ho_xi.update(lin.grad(t_i, i))
+            if need_chi:
+                s_i = tree.dot({k: lin.xi_graph[k] for k in others}, {k: grad_li[k].detach() for k in others})
+                chi.update(lin.grad(s_i, i))
         game.counter.hvps += 2 if need_chi else 1
     return ho_xi, chi
 
@@ -165,9 +172,9 @@ class LookAhead(Rule):
     def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = nonnegative("alpha", alpha)
 
-    def _flat(self, game: Game, lin: GameLinearization) -> list[Tensor]:
+    def _direction(self, game: Game, lin: GameLinearization) -> Tree:
         ho_xi, _ = _shaping_terms(game, lin, need_chi=False)
-        return _axpy(-self.alpha, ho_xi, [x.detach() for x in lin.xi])
+        return _axpy(-self.alpha, ho_xi, lin.xi)
 
 
 class LOLA(Rule):
@@ -189,20 +196,17 @@ class LOLA(Rule):
         self.alpha = nonnegative("alpha", alpha)
         self.taylor = bool(taylor)
 
-    def _flat(self, game: Game, lin: GameLinearization) -> list[Tensor]:
+    def _direction(self, game: Game, lin: GameLinearization) -> Tree:
         if self.taylor:
             ho_xi, chi = _shaping_terms(game, lin, need_chi=True)
-            xi = [x.detach() for x in lin.xi]
-            return [x - self.alpha * (h + c) for x, h, c in zip(xi, ho_xi, chi)]
-        out: list[Tensor] = [torch.zeros_like(x) for x in lin.leaves]
+            return tree.map(lambda x, h, c: x - self.alpha * (h + c), lin.xi, ho_xi, chi)
+        out = tree.zeros_like(lin.xi)
         for i in range(game.n_players):
-            own = set(game._player_index[i])
+            own = set(game.player_keys(i))
             with torch.enable_grad():
-                stepped = [leaf if k in own else leaf - self.alpha * lin.xi[k] for k, leaf in enumerate(lin.leaves)]
-                loss = game._evaluate(game._to_trees(stepped), lin.batch)[i]
-            own_leaves = [lin.leaves[k] for k in game._player_index[i]]
-            for k, g in zip(game._player_index[i], lin._grad([loss], own_leaves, None)):
-                out[k] = g.detach()
+                stepped = {k: v if k in own else v - self.alpha * lin.xi_graph[k] for k, v in lin.point.items()}
+                (loss,) = game.evaluate(stepped, lin.batch, players=[i])
+                out.update(lin.grad(loss, i))
             game.counter.hvps += 1
         return out
 
@@ -236,13 +240,13 @@ class SOS(Rule):
             raise InvalidArgumentError(f"a and b must be in (0, 1), got a={a!r}, b={b!r}")
         self.last_p: float = 1.0
 
-    def _flat(self, game: Game, lin: GameLinearization) -> list[Tensor]:
+    def _direction(self, game: Game, lin: GameLinearization) -> Tree:
         ho_xi, chi = _shaping_terms(game, lin, need_chi=True)
-        xi = [x.detach() for x in lin.xi]
+        xi = lin.xi
         xi0 = _axpy(-self.alpha, ho_xi, xi)
-        inner = float(_dot([-self.alpha * c for c in chi], xi0))
-        p1 = 1.0 if inner >= 0 else min(1.0, -self.a * float(_dot(xi0, xi0)) / inner)
-        xi_norm = float(_dot(xi, xi).sqrt())
+        inner = float(tree.dot(tree.scale(chi, -self.alpha), xi0))
+        p1 = 1.0 if inner >= 0 else min(1.0, -self.a * float(tree.dot(xi0, xi0)) / inner)
+        xi_norm = float(tree.norm(xi))
         p2 = xi_norm**2 if xi_norm < self.b else 1.0
         self.last_p = min(p1, p2)
         return _axpy(-self.last_p * self.alpha, chi, xi0)

@@ -9,7 +9,8 @@
 .. math::  \\theta_{i, t+1} = \\mathrm{opt}_i\\big(\\theta_{i,t}, \\; d_i(\\theta_{1,t+1}, \\dots, \\theta_{i-1,t+1}, \\theta_{i,t}, \\dots, \\theta_{n,t})\\big).
 
 The direction :math:`d` is the simultaneous gradient :math:`\\xi` by default, or what a game-aware rule of
-:mod:`nestopt.games.rules` makes of it (consensus, SGA, LookAhead, LOLA, SOS). The optimizers only ever see
+:mod:`nestopt.games.rules` makes of it (consensus, SGA, LookAhead, LOLA, SOS): ``rule.evaluate(game, batch=)``
+returns the direction and the losses it saw, and the schemes return those losses. The optimizers only ever see
 ``.grad``, so any ``torch.optim`` optimizer works: SGD, Adam, :class:`~nestopt.optim.ComplexMomentum`, ... An
 :class:`~nestopt.optim.ExtraGradient` optimizer gets its second gradient at the look-ahead point.
 
@@ -28,33 +29,40 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from nestopt.errors import InvalidArgumentError, UnsupportedError
-from nestopt.games.game import Game
 from nestopt.optim.extragradient import ExtraGradient
 from nestopt.tree import Tree
+
+if TYPE_CHECKING:
+    from nestopt.games.game import Game
 
 __all__ = ["SCHEMES", "alternating", "simultaneous", "step"]
 
 SCHEMES = ("simultaneous", "alternating")
 
 
-def _direction(game: Game, rule: Any, batch: Any, player: int | None = None) -> list[Tree]:
+def _direction(game: Game, rule: Any, batch: Any, player: int | None = None) -> tuple[Tree, list[Tensor]]:
+    """The direction (a joint tree) and the losses it was computed with: of ``player`` only, or of all."""
     if rule is None:
-        if player is not None:
-            return [game.player_grad(player, batch=batch) if i == player else {} for i in range(game.n_players)]
-        return game.xi(batch=batch)
-    return rule.direction(game, batch=batch)
+        losses, xi = game.value_and_xi(batch=batch, players=None if player is None else [player])
+        return xi, losses
+    if hasattr(rule, "evaluate"):
+        direction, losses = rule.evaluate(game, batch=batch)
+    else:  # a rule with only direction(game, params, batch) -> one tree per player
+        direction, losses = game.join(rule.direction(game, batch=batch)), game.losses(batch=batch)
+    return direction, losses if player is None else [losses[player]]
 
 
-def _write_grads(game: Game, direction: list[Tree], players: Sequence[int]) -> None:
+def _write_grads(game: Game, direction: Tree, players: Sequence[int]) -> None:
     for i in players:
-        for key, p in game.params[i].items():
-            p.grad = direction[i][key].detach().to(p.dtype).clone()
+        for key in game.player_keys(i):
+            p = game.state[key]
+            p.grad = direction[key].detach().to(p.dtype).clone()
 
 
 def _as_list(optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
@@ -97,15 +105,15 @@ def simultaneous(
     opts = _as_list(optimizers)
     _check_coverage(game, opts, per_player=False)
     everyone = range(game.n_players)
-    _write_grads(game, _direction(game, rule, batch), everyone)
-    losses = game.last_losses
+    direction, losses = _direction(game, rule, batch)
+    _write_grads(game, direction, everyone)
     extra = [isinstance(o, ExtraGradient) for o in opts]
     if any(extra) and not all(extra):
         raise UnsupportedError("mixing ExtraGradient with other optimizers in one simultaneous step is not supported")
     if all(extra):
         for o in opts:
             o.extrapolate()  # type: ignore[attr-defined]
-        _write_grads(game, _direction(game, rule, batch), everyone)
+        _write_grads(game, _direction(game, rule, batch)[0], everyone)
     for o in opts:
         o.step()
     return losses
@@ -131,11 +139,12 @@ def alternating(
     _check_coverage(game, opts, per_player=True)
     losses: list[Tensor] = []
     for i, opt in enumerate(opts):
-        _write_grads(game, _direction(game, rule, batch, i), [i])
-        losses.append(game.last_player_losses[i])
+        direction, seen = _direction(game, rule, batch, i)
+        _write_grads(game, direction, [i])
+        losses.append(seen[0])
         if isinstance(opt, ExtraGradient):
             opt.extrapolate()
-            _write_grads(game, _direction(game, rule, batch, i), [i])
+            _write_grads(game, _direction(game, rule, batch, i)[0], [i])
         opt.step()
     return losses
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from nestopt.autodiff import check_tree
 from nestopt.errors import InvalidArgumentError, NonFiniteError, ShapeMismatchError, UnsupportedError
-from nestopt.linalg import CG, LinearOperator, Solver
+from nestopt.linalg import CG, GMRES, LinearOperator, Solver
 from nestopt.tree import Tree
 
 __all__ = ["custom_root"]
@@ -71,7 +71,16 @@ def _implicit_gradient(setup: _Setup, n_inputs: int, saved: tuple[Tensor, ...]) 
     # torch.func.vjp rather than autograd.grad, so that the backward pass also runs under torch.func.grad
     vjp_w = torch.func.vjp(lambda w_: residual(w_, h_in), w)[1]
     vjp_h = torch.func.vjp(lambda h_: residual(w, h_), h_in)[1]
-    solution = setup.solver.solve(LinearOperator(lambda v: vjp_w(v)[0], like=w, symmetric=setup.symmetric), cotangent)
+    def jacobian_product(v: Tree) -> Tree:  # (dF/dw) v: the transpose of the adjoint operator, for NormalCG
+        return torch.func.jvp(lambda w_: residual(w_, h_in), (w,), (v,))[1]
+
+    op = LinearOperator(
+        lambda v: vjp_w(v)[0],  # (dF/dw)^T v, the operator of the adjoint system
+        like=w,
+        rmatvec=None if setup.symmetric else jacobian_product,
+        symmetric=setup.symmetric,
+    )
+    solution = setup.solver.solve(op, cotangent)
     setup.report(solution.info)
     grads = vjp_h(solution.value)[0]
     out = tuple(-grads[k] for k in h_keys)
@@ -152,8 +161,10 @@ def custom_root(
     Args:
         optimality_fn: ``F(params, hparams, *args, **kwargs) -> tree`` (keys of ``params``), zero at the
             solution; typically the inner loss's gradient.
-        solver: solves :math:`(\\partial_w F)^\\top x = u` (default ``linalg.CG()``, 20 iterations, which needs
-            ``symmetric=True``; use ``linalg.Exact()`` for a non-symmetric ``F``).
+        solver: solves :math:`(\\partial_w F)^\\top x = u`. Default ``linalg.CG()`` (20 iterations) when ``symmetric``,
+            else ``linalg.GMRES(steps=200, restart=50)``; for a non-symmetric ``F`` any of ``linalg.GMRES``,
+            ``linalg.BiCGSTAB``, ``linalg.NormalCG`` or ``linalg.Exact`` (NormalCG's transpose products
+            :math:`(\\partial_w F) v` are double backward passes).
         symmetric: whether :math:`\\partial_w F` is symmetric (true when ``F`` is a gradient).
 
     Returns:
@@ -176,7 +187,8 @@ def custom_root(
         >>> l2.grad.shape
         torch.Size([])
     """
-    solver = CG() if solver is None else solver
+    if solver is None:
+        solver = CG() if symmetric else GMRES(steps=200, restart=50)
     if not isinstance(solver, Solver):
         raise InvalidArgumentError(f"solver must be a nestopt.linalg solver, got {solver!r}")
 

@@ -1,17 +1,27 @@
-"""Inverse-Hessian-vector solvers: :math:`x = A^{-1} b` for a linear operator given by its products.
+"""Linear operators on trees, linear solvers and eigensolvers that use only the operator's products.
 
-Every solver is a small configuration object with a ``solve(op, b) -> Solution`` method; the solution
-carries the answer and its diagnostics (status, iterations, relative residual, operator products).
+A :class:`LinearOperator` is given by its products :math:`Av` (and :math:`A^\\top u`) on trees, with the tags
+``symmetric`` and ``psd``; Hessians (:meth:`LinearOperator.hessian`) and game Jacobians
+(:meth:`nestopt.games.Game.jacobian_operator`) are the two main sources. Every solver is a small
+configuration object with ``solve(op, b, x0=None) -> Solution``; the solution carries the answer and its
+diagnostics (status, iterations, relative residual, operator products, warm start). Solvers check the tags
+they rely on and name the alternatives when an operator lacks them.
 
-=========================  ==================================================  =====================
-solver                     method                                              products per solve
-=========================  ==================================================  =====================
-:class:`Exact`             dense matrix by batched products, eigendecomposition  ``n``
-:class:`CG`                conjugate gradient, damping, negative-curvature check ``<= steps``
-:class:`Neumann`           truncated Neumann series, divergence check           ``steps``
-:class:`Nystrom`           rank-k Nystrom approximation and Woodbury            ``rank``
-:class:`Identity`          :math:`\\alpha I`                                     0
-=========================  ==================================================  =====================
+=========================  ======================================================  ==================
+solver                     method                                                  operator
+=========================  ======================================================  ==================
+:class:`Exact`             dense matrix by ``n`` batched products, eigh / LU       any
+:class:`CG`                conjugate gradient, damping, negative-curvature check   symmetric
+:class:`Neumann`           truncated Neumann series, divergence check              any (symmetric: checked)
+:class:`Nystrom`           rank-k Nystrom approximation and Woodbury               symmetric
+:class:`Identity`          :math:`\\alpha I`, no products                           any
+:class:`GMRES`             restarted GMRES, Givens least squares                   any
+:class:`BiCGSTAB`          stabilized bi-conjugate gradient, 2 products / step     any
+:class:`NormalCG`          CG on :math:`A^\\top A x = A^\\top b`, 2 products / step    needs ``rmatvec``
+=========================  ======================================================  ==================
+
+Eigenpairs: :func:`eigsh` (thick-restart block Lanczos, symmetric), :func:`eigs` (restarted Arnoldi,
+complex eigenpairs of general operators), :func:`power_iteration`; each returns an :class:`EigResult`.
 
 Example:
     >>> import torch
@@ -24,23 +34,35 @@ Example:
     (tensor([0.3333, 0.3333, 0.3333], dtype=torch.float64), 1)
 """
 
-from nestopt.linalg.base import LinearOperator, Solution, SolveInfo, Solver, Status
+from nestopt.linalg.base import Solution, SolveInfo, Solver, Status
+from nestopt.linalg.bicgstab import BiCGSTAB
 from nestopt.linalg.cg import CG
+from nestopt.linalg.eigen import EigResult, eigs, eigsh, power_iteration
 from nestopt.linalg.exact import Exact, materialize
+from nestopt.linalg.gmres import GMRES
 from nestopt.linalg.identity import Identity
 from nestopt.linalg.neumann import Neumann
+from nestopt.linalg.normal_cg import NormalCG
 from nestopt.linalg.nystrom import Nystrom
+from nestopt.linalg.operator import LinearOperator
 
 __all__ = [
     "CG",
+    "GMRES",
+    "BiCGSTAB",
+    "EigResult",
     "Exact",
     "Identity",
     "LinearOperator",
     "Neumann",
+    "NormalCG",
     "Nystrom",
     "Solution",
     "SolveInfo",
     "Solver",
     "Status",
+    "eigs",
+    "eigsh",
     "materialize",
+    "power_iteration",
 ]

@@ -1,18 +1,17 @@
-"""Shared pieces of the linear solvers: the operator, the status, the solution with its diagnostics."""
+"""Shared pieces of the linear solvers: the status, the solution with its diagnostics, the solver base."""
 
 from __future__ import annotations
 
 import enum
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
-import torch
 from torch import Tensor
 
 from nestopt import tree
-from nestopt.autodiff import Linearization
-from nestopt.errors import SolverDivergedError, SolverWarning
+from nestopt.errors import InvalidArgumentError, SolverDivergedError, SolverWarning, UnsupportedError
+from nestopt.linalg.operator import LinearOperator
 from nestopt.tree import Tree
 
 __all__ = ["LinearOperator", "Solution", "SolveInfo", "Solver", "Status"]
@@ -26,6 +25,7 @@ class Status(enum.Enum):
     DIVERGED = "diverged"
     NEGATIVE_CURVATURE = "negative_curvature"
     EXACT = "exact"
+    BREAKDOWN = "breakdown"
 
     @property
     def message(self) -> str:
@@ -35,11 +35,12 @@ class Status(enum.Enum):
             Status.DIVERGED: "the iteration diverged; the returned value is the last finite iterate",
             Status.NEGATIVE_CURVATURE: "the operator is not positive definite; the answer may be meaningless",
             Status.EXACT: "no approximation was made: the exact derivative of the computation as posed",
+            Status.BREAKDOWN: "the Krylov recurrence broke down (a zero inner product); the value is the last iterate",
         }[self]
 
     @property
     def failed(self) -> bool:
-        return self in (Status.DIVERGED, Status.NEGATIVE_CURVATURE)
+        return self in (Status.DIVERGED, Status.NEGATIVE_CURVATURE, Status.BREAKDOWN)
 
 
 @dataclass
@@ -53,6 +54,8 @@ class SolveInfo:
             (ask with ``residual=True`` where it costs an extra operator product).
         hvp_calls: operator products (Hessian-vector products) spent, the residual's included.
         message: details, e.g. where negative curvature was found.
+        warm_start: whether the solve started from a given initial guess ``x0``.
+        initial_residual: :math:`\\|A x_0 - b\\| / \\|b\\|` of that guess (``None`` without one).
     """
 
     status: Status
@@ -60,6 +63,8 @@ class SolveInfo:
     residual: float | None
     hvp_calls: int
     message: str = ""
+    warm_start: bool = False
+    initial_residual: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -68,6 +73,8 @@ class SolveInfo:
             "residual": self.residual,
             "hvp_calls": self.hvp_calls,
             "message": self.message,
+            "warm_start": self.warm_start,
+            "initial_residual": self.initial_residual,
         }
 
 
@@ -79,84 +86,43 @@ class Solution:
     info: SolveInfo
 
 
-class LinearOperator:
-    """A linear map on trees, given by its product with a vector (and optionally with a batch of them).
-
-    Args:
-        matvec: ``v -> A v`` for a tree ``v`` shaped like ``like``.
-        like: a tree with the shapes, dtypes and devices of the vectors the operator acts on.
-        batched_matvec: ``V -> A V`` where every leaf of ``V`` has a leading batch dimension; when omitted,
-            ``torch.func.vmap(matvec)`` is tried, then a loop.
-        symmetric: whether ``A`` is symmetric (Hessians are); solvers that need it check this tag.
-
-    Example:
-        >>> import torch
-        >>> A = torch.tensor([[2.0, 0.0], [0.0, 4.0]])
-        >>> op = LinearOperator(lambda v: {"x": A @ v["x"]}, like={"x": torch.zeros(2)})
-        >>> op.matvec({"x": torch.ones(2)})["x"]
-        tensor([2., 4.])
-    """
-
-    def __init__(
-        self,
-        matvec: Callable[[Tree], Tree],
-        like: Tree,
-        *,
-        batched_matvec: Callable[[Tree], Tree] | None = None,
-        symmetric: bool = True,
-    ) -> None:
-        self._matvec = matvec
-        self._batched = batched_matvec
-        self.like = tree.detach(like)
-        self.symmetric = symmetric
-        self.calls = 0
-
-    @classmethod
-    def hessian(cls, lin: Linearization) -> LinearOperator:
-        """The Hessian :math:`\\nabla^2_{ww} L` of a linearized loss (:func:`nestopt.autodiff.linearize`)."""
-        return cls(lin.hvp, lin.grad, batched_matvec=lin.hvp_batched, symmetric=True)
-
-    @property
-    def numel(self) -> int:
-        return tree.numel(self.like)
-
-    def matvec(self, v: Tree) -> Tree:
-        """``A v``. The result never shares memory with ``v`` (solvers update it in place)."""
-        self.calls += 1
-        out = self._matvec(v)
-        return {k: o.clone() if o.data_ptr() == v[k].data_ptr() else o for k, o in out.items()}
-
-    def matmat(self, vs: Tree) -> Tree:
-        """Products with a batch of vectors (leading dimension of every leaf)."""
-        n = int(next(iter(vs.values())).shape[0])
-        self.calls += n
-        if self._batched is not None:
-            try:
-                return self._batched(vs)
-            except RuntimeError:  # an op without a batching rule: fall back to a loop
-                pass
-        cols = [self._matvec({k: v[i] for k, v in vs.items()}) for i in range(n)]
-        return {k: torch.stack([c[k] for c in cols]) for k in self.like}
-
-
 class Solver:
     """Base class of the solvers of :math:`A x = b`. Subclasses implement :meth:`_solve`.
+
+    A solver declares what it needs from the operator in :attr:`requires`: ``"any"``, ``"symmetric"``
+    (the operator's ``symmetric`` tag) or ``"transpose"`` (products :math:`A^\\top u`). :meth:`solve`
+    checks it and raises :class:`~nestopt.errors.UnsupportedError` naming the solvers that do apply.
 
     Args common to every solver:
         residual: compute the relative residual where it costs an extra operator product.
         throw: raise :class:`~nestopt.errors.SolverDivergedError` instead of returning when the solve
-            diverges or meets negative curvature (otherwise a :class:`~nestopt.errors.SolverWarning`).
+            diverges, meets negative curvature or breaks down (otherwise a
+            :class:`~nestopt.errors.SolverWarning`).
     """
 
+    requires: ClassVar[Literal["any", "symmetric", "transpose"]] = "any"
+    uses_x0: ClassVar[bool] = True
+    """Whether the solver starts from ``x0`` (the direct and fixed approximations ignore it)."""
     residual: bool = False
     throw: bool = False
 
-    def solve(self, op: LinearOperator, b: Tree) -> Solution:
-        """Solve ``op x = b`` and return ``x`` with its diagnostics."""
+    def solve(self, op: LinearOperator, b: Tree, x0: Tree | None = None) -> Solution:
+        """Solve ``op x = b`` and return ``x`` with its diagnostics.
+
+        ``x0`` is an initial guess (a tree like ``b``), e.g. the previous solution of a slowly changing
+        system; iterative solvers start from it and report it in ``info.warm_start`` and
+        ``info.initial_residual``.
+        """
+        if not isinstance(op, LinearOperator):
+            raise InvalidArgumentError(f"op must be a nestopt.linalg.LinearOperator, got {type(op).__name__}")
         tree.check_like(op.like, b, "operator domain", "b")
+        if x0 is not None:
+            tree.check_like(op.like, x0, "operator domain", "x0")
+        self._check_operator(op)
         calls_before = op.calls
-        sol = self._solve(op, b)
+        sol = self._solve(op, b, x0)
         sol.info.hvp_calls = op.calls - calls_before
+        sol.info.warm_start = x0 is not None and self.uses_x0
         if sol.info.status.failed:
             text = f"{type(self).__name__}: {sol.info.status.value}: {sol.info.message or sol.info.status.message}"
             if self.throw:
@@ -166,10 +132,27 @@ class Solver:
 
     __call__ = solve
 
-    def _solve(self, op: LinearOperator, b: Tree) -> Solution:
+    def _check_operator(self, op: LinearOperator) -> None:
+        name = type(self).__name__
+        if self.requires == "symmetric" and not op.symmetric:
+            raise UnsupportedError(
+                f"{name} needs a symmetric operator, but this one is tagged symmetric=False; for a non-symmetric "
+                f"operator use {FOR_NONSYMMETRIC}"
+            )
+        if self.requires == "transpose" and not op.has_transpose:
+            raise UnsupportedError(
+                f"{name} needs transpose products A^T u, but this non-symmetric operator has no rmatvec; build it "
+                "with rmatvec= or use linalg.GMRES or linalg.BiCGSTAB (they need only A v)"
+            )
+
+    def _solve(self, op: LinearOperator, b: Tree, x0: Tree | None) -> Solution:
         raise NotImplementedError
 
     @staticmethod
     def _relative_residual(op: LinearOperator, x: Tree, b: Tree, b_norm: Tensor) -> float:
         r = tree.sub(op.matvec(x), b)
         return float(tree.norm(r) / b_norm) if float(b_norm) > 0 else float(tree.norm(r))
+
+
+FOR_NONSYMMETRIC = "linalg.GMRES, linalg.BiCGSTAB, linalg.NormalCG (needs rmatvec) or linalg.Exact"
+"""The solvers that apply to a non-symmetric operator, named in error messages."""

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from nestopt import tree
 from nestopt._validate import nonnegative, positive_int
-from nestopt.errors import UnsupportedError
 from nestopt.linalg.base import (
     LinearOperator,
     Solution,
@@ -37,6 +36,11 @@ class CG(Solver):
             (the recurrence's value drifts in low precision).
         throw: raise instead of warning on negative curvature or divergence.
 
+    ``solve(op, b, x0)`` starts from the guess ``x0`` (one extra product for its residual); a guess that
+    already meets ``tol`` returns at once with 0 iterations. CG needs a symmetric operator; for a
+    non-symmetric one use :class:`~nestopt.linalg.GMRES`, :class:`~nestopt.linalg.BiCGSTAB` or
+    :class:`~nestopt.linalg.NormalCG`.
+
     Example:
         >>> import torch
         >>> from nestopt import linalg
@@ -46,6 +50,8 @@ class CG(Solver):
         >>> sol.value["x"], sol.info.status.value
         (tensor([0.2000, 0.4000], dtype=torch.float64), 'converged')
     """
+
+    requires = "symmetric"
 
     steps: int = 20
     tol: float = 1e-10
@@ -62,17 +68,22 @@ class CG(Solver):
         av = op.matvec(v)
         return tree.add_(av, v, self.damping) if self.damping else av
 
-    def _solve(self, op: LinearOperator, b: Tree) -> Solution:
-        if not op.symmetric:
-            raise UnsupportedError("CG needs a symmetric operator; use linalg.Exact for a non-symmetric one")
+    def _solve(self, op: LinearOperator, b: Tree, x0: Tree | None) -> Solution:
         b_norm = float(tree.norm(b))
-        x = tree.zeros_like(b)
         if b_norm == 0.0:
-            return Solution(x, SolveInfo(Status.CONVERGED, 0, 0.0, 0))
+            return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
         # x, r and p are updated in place (p starts as a copy of r): with b and A p, five vectors in all.
-        r = tree.clone(b)
-        p = tree.clone(r)
+        if x0 is None:
+            x, r = tree.zeros_like(b), tree.clone(b)
+        else:
+            x = tree.clone(x0)
+            r = tree.sub(b, self._apply(op, x))
         rr = float(tree.dot(r, r))
+        start = math.sqrt(rr) / b_norm
+        if x0 is not None and start <= self.tol:
+            return Solution(x, SolveInfo(Status.CONVERGED, 0, start, 0, "the initial guess meets the tolerance",
+                                         initial_residual=start))  # fmt: skip
+        p = tree.clone(r)
         status, message, it = Status.MAX_ITERATIONS, "", 0
         for it in range(1, self.steps + 1):
             ap = self._apply(op, p)
@@ -100,4 +111,5 @@ class CG(Solver):
         res = math.sqrt(rr) / b_norm
         if self.residual and status is not Status.DIVERGED:
             res = tree.norm(tree.sub(self._apply(op, x), b)).item() / b_norm
-        return Solution(x, SolveInfo(status, it, res, 0, message))
+        initial = start if x0 is not None else None
+        return Solution(x, SolveInfo(status, it, res, 0, message, initial_residual=initial))

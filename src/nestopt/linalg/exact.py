@@ -60,6 +60,8 @@ class Exact(Solver):
         tensor([0.1818, 0.2727], dtype=torch.float64)
     """
 
+    uses_x0 = False
+
     max_size: int = 4096
     damping: float = 0.0
     residual: bool = False
@@ -69,7 +71,7 @@ class Exact(Solver):
         positive_int("max_size", self.max_size)
         nonnegative("damping", self.damping)
 
-    def _solve(self, op: LinearOperator, b: Tree) -> Solution:
+    def _solve(self, op: LinearOperator, b: Tree, x0: Tree | None) -> Solution:
         n = op.numel
         if n > self.max_size:
             gib = n * n * 8 / 2**30

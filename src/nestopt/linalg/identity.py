@@ -28,6 +28,8 @@ class Identity(Solver):
         tensor([0.5000, 0.5000])
     """
 
+    uses_x0 = False
+
     alpha: float = 1.0
     residual: bool = False
     throw: bool = False
@@ -35,7 +37,7 @@ class Identity(Solver):
     def __post_init__(self) -> None:
         nonnegative("alpha", self.alpha, positive=True)
 
-    def _solve(self, op: LinearOperator, b: Tree) -> Solution:
+    def _solve(self, op: LinearOperator, b: Tree, x0: Tree | None) -> Solution:
         x = tree.scale(b, self.alpha)
         res = None
         if self.residual:

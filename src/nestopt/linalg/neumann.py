@@ -38,6 +38,10 @@ class Neumann(Solver):
 
     The residual is exact and cheap: :math:`b - A x_K = p_{K+1}`, one extra product when ``residual=True``.
 
+    With an initial guess, ``solve(op, b, x0)`` applies the series to the residual:
+    :math:`x = x_0 + \\alpha \\sum_{j=0}^{K} (I - \\alpha A)^j (b - A x_0)` (one extra product); a guess whose
+    residual is at rounding level (or below ``tol``) returns at once with 0 iterations.
+
     Args:
         steps: the number of operator products ``K`` (the series has ``K + 1`` terms).
         alpha: the step :math:`\\alpha > 0`; it must be below :math:`2/\\lambda_{\\max}(A)`.
@@ -77,16 +81,23 @@ class Neumann(Solver):
             return f"alpha={self.alpha} too large: curvature {quotient:.3g} exceeds 2/alpha={2 / self.alpha:.3g}"
         return f"a term grew (Rayleigh quotient {quotient:.3g})"
 
-    def _solve(self, op: LinearOperator, b: tree.Tree) -> Solution:
+    def _solve(self, op: LinearOperator, b: tree.Tree, x0: tree.Tree | None) -> Solution:
         b_norm = float(tree.norm(b))
         if b_norm == 0.0:
             return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
-        # Work vectors are updated in place: b, the running sum, the current term and its product are the
-        # only vectors alive at once.
-        p, acc = b, tree.clone(b)
-        p_norm = b_norm
+        # The series runs on the residual r0 = b - A x0 (r0 = b without a guess). Work vectors are updated in
+        # place: b, the running sum, the current term and its product are the only vectors alive at once.
+        r0 = b if x0 is None else tree.sub(b, op.matvec(x0))
+        r0_norm = b_norm if x0 is None else float(tree.norm(r0))
+        initial = None if x0 is None else r0_norm / b_norm
         # below this relative size the terms are rounding noise: growth there proves nothing
         noise = 64 * torch.finfo(next(iter(b.values())).dtype).eps
+        if x0 is not None and (r0_norm <= noise * b_norm or (self.tol is not None and r0_norm <= self.tol * b_norm)):
+            info = SolveInfo(Status.CONVERGED, 0, initial, 0, "the initial guess meets the tolerance",
+                             initial_residual=initial)  # fmt: skip
+            return Solution(tree.clone(x0), info)
+        p, acc = r0, tree.clone(r0)
+        p_norm = r0_norm
         status, message, it = Status.MAX_ITERATIONS, "", 0
         for it in range(1, self.steps + 1):
             nxt = tree.add_(tree.scale_(op.matvec(p), -self.alpha), p)  # p - alpha A p, in the storage of A p
@@ -97,7 +108,7 @@ class Neumann(Solver):
                 message = "the terms reached rounding level"
                 break
             grew = not nxt_norm <= p_norm * (1.0 + 1e-6)  # also catches NaN
-            blew_up = not nxt_norm <= 1e3 * b_norm
+            blew_up = not nxt_norm <= 1e3 * r0_norm
             # the Rayleigh quotient p^T A p / p^T p = (p^T p - p^T nxt) / (alpha p^T p), only when it is needed
             quotient = (1.0 - float(tree.dot(p, nxt)) / p_norm**2) / self.alpha if grew else 0.0
             if grew and (self.on_growth == "stop" or blew_up):
@@ -115,9 +126,11 @@ class Neumann(Solver):
                 status = Status.CONVERGED
                 break
         x = tree.scale_(acc, self.alpha)
+        if x0 is not None:
+            tree.add_(x, x0)
         res: float | None = None
         if status is Status.CONVERGED:
             res = p_norm / b_norm  # residual of the sum without the last term: an upper bound one step behind
         if self.residual and not status.failed:
             res = float(tree.norm(tree.axpy(-self.alpha, op.matvec(p), p))) / b_norm
-        return Solution(x, SolveInfo(status, it, res, 0, message))
+        return Solution(x, SolveInfo(status, it, res, 0, message, initial_residual=initial))

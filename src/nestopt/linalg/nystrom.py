@@ -53,6 +53,9 @@ class Nystrom(Solver):
         tensor([1.0000, 0.5000, 0.2500], dtype=torch.float64)
     """
 
+    uses_x0 = False
+    requires = "symmetric"
+
     rank: int = 10
     rho: float = 1e-3
     seed: int = 0
@@ -86,7 +89,7 @@ class Nystrom(Solver):
                 blocks[k].append(cols[k].reshape(len(chunk), -1))
         return {k: torch.cat(v) if len(v) > 1 else v[0] for k, v in blocks.items()}
 
-    def _solve(self, op: LinearOperator, b: Tree) -> Solution:
+    def _solve(self, op: LinearOperator, b: Tree, x0: Tree | None) -> Solution:
         n = tree.numel(b)
         if self.rank > n:
             raise InvalidArgumentError(f"rank={self.rank} exceeds the dimension {n} of the system")
