@@ -8,7 +8,7 @@ A *step* is a function ``step(ops, *tensor_lists, **coefficients)`` that compose
 * ``fused=True``: ``torch.compile`` of the ``LOOP`` step (``fullgraph=True``), which fuses each tensor's
   update into one pass: complex momentum then reads the gradient, both buffers and the parameter and writes
   back three tensors (7 passes over parameter-sized memory, against about 20 for the ``_foreach`` path).
-  Coefficients enter the compiled graph as 0-d float64 tensors, so new learning rates (schedulers) or step
+  Coefficients enter the compiled graph as one float64 tensor, so new learning rates (schedulers) or step
   counts do not recompile. If compilation fails (no C++ compiler, an unsupported platform), the step warns
   once (:class:`~nestopt.errors.OptimizerWarning`) and runs the ``LOOP`` kernel from then on. ``torch.compile``
   compiles once per step function and set of tensor shapes (tens of seconds on a CPU), then reuses it.
@@ -17,7 +17,6 @@ A *step* is a function ``step(ops, *tensor_lists, **coefficients)`` that compose
 from __future__ import annotations
 
 import functools
-import numbers
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -33,17 +32,41 @@ __all__ = ["FusedStep", "run"]
 Step = Callable[..., None]
 
 
-def _tensor(value: Any, like: Tensor) -> Any:
-    dtype = torch.float32 if like.device.type == "mps" else torch.float64
-    if isinstance(value, list | tuple):
-        return [_tensor(v, like) for v in value]
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return torch.tensor(float(value), dtype=dtype, device=like.device)
-    return value
+def _pack(coefficients: dict[str, Any]) -> tuple[list[float], tuple[tuple[str, int | None], ...]]:
+    """The numbers of ``coefficients`` (scalars, or lists with one per tensor) in one flat list, and its layout."""
+    flat: list[float] = []
+    spec: list[tuple[str, int | None]] = []
+    for key, value in coefficients.items():
+        if isinstance(value, list | tuple):
+            flat.extend(float(v) for v in value)
+            spec.append((key, len(value)))
+        else:
+            flat.append(float(value))
+            spec.append((key, None))
+    return flat, tuple(spec)
+
+
+def _unpacked(
+    step: Step, spec: tuple[tuple[str, int | None], ...], lists: tuple[list[Tensor], ...], packed: Tensor
+) -> None:
+    """``step`` on the ``LOOP`` backend with its coefficients read from ``packed`` (traced by ``torch.compile``)."""
+    coefficients: dict[str, Any] = {}
+    i = 0
+    for key, n in spec:
+        if n is None:
+            coefficients[key] = packed[i]
+            i += 1
+        else:
+            coefficients[key] = [packed[i + j] for j in range(n)]
+            i += n
+    step(LOOP, *lists, **coefficients)
 
 
 class FusedStep:
     """``step`` compiled with ``torch.compile`` on the ``LOOP`` backend, with a fallback to the plain kernel.
+
+    The coefficients (numbers, or lists of numbers) travel as one float64 tensor, so that changing them
+    neither recompiles nor costs more than one small host-to-device copy per step.
 
     Attributes:
         error: why compilation failed (``None`` while the compiled path works).
@@ -58,9 +81,13 @@ class FusedStep:
         if self.error is None and lists and lists[0]:
             try:
                 if self._compiled is None:
-                    self._compiled = torch.compile(functools.partial(self.step, LOOP), fullgraph=True, dynamic=False)
+                    self._compiled = torch.compile(
+                        functools.partial(_unpacked, self.step), fullgraph=True, dynamic=False
+                    )
+                flat, spec = _pack(coefficients)
                 like = lists[0][0]
-                self._compiled(*lists, **{k: _tensor(v, like) for k, v in coefficients.items()})
+                dtype = torch.float32 if like.device.type == "mps" else torch.float64
+                self._compiled(spec, lists, torch.tensor(flat, dtype=dtype, device=like.device))
                 return
             except Exception as err:  # compilation is unavailable here: fall back to the same kernel, eagerly
                 self.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
