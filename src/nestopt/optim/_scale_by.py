@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from nestopt._validate import in_range, nonnegative
+from nestopt._validate import in_range, nonnegative, real
 from nestopt.errors import InvalidArgumentError
 from nestopt.optim import _kernels as K
 from nestopt.optim._checks import (
@@ -44,12 +44,6 @@ COMPLEX_BETA1 = cmath.rect(0.8, math.pi / 16)
 
 def _zeros(params: Tree) -> Tree:
     return {k: torch.zeros_like(v) for k, v in params.items()}
-
-
-def _finite_real(name: str, value: Any) -> float:
-    if isinstance(value, complex) or not math.isfinite(value):
-        raise InvalidArgumentError(f"{name} must be a finite real number, got {value!r}")
-    return float(value)
 
 
 def _unit(name: str, value: Any) -> float:
@@ -84,7 +78,7 @@ def trace(momentum: Coefficient = 0.9, *, nesterov: bool = False) -> Transform:
         >>> u["w"]                                        # 1 + 0.5 * 1
         tensor([1.5000])
     """
-    momentum = coefficient("momentum", momentum, _finite_real)
+    momentum = coefficient("momentum", momentum, real)
     if nesterov and isinstance(momentum, float) and momentum == 0.0:
         raise InvalidArgumentError("nesterov=True needs a non-zero momentum")
 
@@ -270,7 +264,7 @@ def scale_by_optimism(strength: Coefficient = 1.0) -> Transform:
         >>> u["w"]                                        # 2 * 3 - 1
         tensor([5.])
     """
-    strength = coefficient("strength", strength, _finite_real)
+    strength = coefficient("strength", strength, real)
 
     def update(updates: Tree, state: State, params: Tree, hparams: Tree) -> tuple[Tree, State]:
         keys = list(updates)

@@ -12,14 +12,13 @@ place: the kernels run with the functional backend.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
-from nestopt._validate import nonnegative
+from nestopt._validate import nonnegative, real
 from nestopt.errors import InvalidArgumentError
 from nestopt.optim import _kernels as K
 from nestopt.optim._checks import Coefficient, coefficient, resolve
@@ -68,7 +67,7 @@ def show(value: Any) -> str:
     if isinstance(value, dict):
         return "tree"
     if isinstance(value, Tensor):
-        return f"{float(value):g}" if value.numel() == 1 and not value.is_complex() else "tensor"
+        return f"{float(value.detach()):g}" if value.numel() == 1 and not value.is_complex() else "tensor"
     return repr(value)
 
 
@@ -161,12 +160,6 @@ def _stateless(
     return Transform(name, _empty, update, hp)
 
 
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, complex) or not math.isfinite(value):
-        raise InvalidArgumentError(f"{name} must be a finite real number, got {value!r}")
-    return float(value)
-
-
 def _negate(c: Any) -> Any:
     return [-v for v in c] if isinstance(c, list) else -c
 
@@ -181,7 +174,7 @@ def scale(factor: Coefficient) -> Transform:
         >>> t.update({"w": torch.ones(2)}, {}, {"w": torch.zeros(2)}, {"c": torch.tensor(3.0)})[0]["w"]
         tensor([3., 3.])
     """
-    factor = coefficient("factor", factor, _real, tree=True)
+    factor = coefficient("factor", factor, real, tree=True)
     return _stateless(
         f"scale({show(factor)})",
         lambda u, p, h, keys: K.scale(FUNCTIONAL, u, resolve(factor, h, keys, "factor")),

@@ -268,18 +268,17 @@ def complex_adam(
     b1 = K.parts(beta1)
     a, b, s = zip(*(K.adam_corrections(b1, beta2, t) for t in steps))
     run(
-        _adam_step, params, grads, exp_avg_real, exp_avg_imag, exp_avg_sq, foreach=foreach, fused=fused,
+        _complex_adam_step, params, grads, exp_avg_real, exp_avg_imag, exp_avg_sq, foreach=foreach, fused=fused,
         lr=lr, br=b1[0], bi=b1[1], beta2=beta2, a=one_or_list(list(a)), b=one_or_list(list(b)),
         s=one_or_list(list(s)), eps=eps, weight_decay=weight_decay,
     )  # fmt: skip
 
 
-def _adam_step(
-    ops: Ops, params: list[Tensor], grads: list[Tensor], m_re: list[Tensor], m_im: list[Tensor] | None,
-    v: list[Tensor], *, lr: Any, br: Any, bi: Any, beta2: Any, a: Any, b: Any, s: Any, eps: Any, weight_decay: Any,
+def _complex_adam_step(
+    ops: Ops, params: list[Tensor], grads: list[Tensor], m_re: list[Tensor], m_im: list[Tensor], v: list[Tensor],
+    *, lr: Any, br: Any, bi: Any, beta2: Any, a: Any, b: Any, s: Any, eps: Any, weight_decay: Any,
 ) -> None:  # fmt: skip
-    """Adam with a complex (``m_im`` given) or real (``m_im`` empty) first moment, in place."""
     grads = K.add_decayed_weights(ops, grads, params, weight_decay)
-    m_re, m_im, v = K.adam_moments(ops, grads, m_re, m_im or None, v, (br, bi), beta2)
+    m_re, _, v = K.adam_moments(ops, grads, m_re, m_im, v, (br, bi), beta2)
     d = K.adam_direction(ops, m_re, m_im, v, (a, b, s), eps)
     K.apply(ops, params, d, -lr)
