@@ -36,8 +36,10 @@ __all__ = [
     "adam_moments",
     "add_decayed_weights",
     "apply",
+    "apply_terms",
     "clip_by_global_norm",
     "clip_by_value",
+    "combine",
     "complex_momentum",
     "momentum",
     "optimism",
@@ -48,6 +50,8 @@ __all__ = [
 
 Tensors = list[Tensor]
 Parts = tuple[Any, Any]
+Terms = list[tuple[Any, Sequence[Tensor]]]
+"""A direction kept as a linear combination ``[(c_k, x_k), ...]`` of buffers, formed only when needed."""
 
 
 def parts(z: Any) -> Parts:
@@ -68,6 +72,23 @@ def apply(ops: Ops, params: Sequence[Tensor], u: Sequence[Tensor], c: Coef = 1.0
     return ops.add_(params, u, c)
 
 
+def combine(ops: Ops, terms: Terms) -> Tensors:
+    """The direction :math:`\\sum_k c_k x_k` of ``terms = [(c_k, x_k), ...]``, as new tensors."""
+    (c0, x0), *rest = terms
+    out = ops.scale(x0, c0)
+    for c, x in rest:
+        out = ops.add_(out, x, c)
+    return out
+
+
+def apply_terms(ops: Ops, params: Sequence[Tensor], terms: Terms, c: Coef) -> Tensors:
+    """``params <- params + c * sum_k c_k x_k`` without forming the sum (no temporary in place)."""
+    params = list(params)
+    for ck, x in terms:
+        params = ops.add_(params, x, c * ck)
+    return params
+
+
 def add_decayed_weights(ops: Ops, u: Sequence[Tensor], params: Sequence[Tensor], weight_decay: Coef) -> Tensors:
     """``u + weight_decay * params``: L2 regularization before a method, decoupled decay (AdamW) after it."""
     return list(u) if is_zero(weight_decay) else ops.add(u, params, weight_decay)
@@ -86,13 +107,14 @@ def momentum(
 
 def complex_momentum(
     ops: Ops, u: Sequence[Tensor], re: Sequence[Tensor], im: Sequence[Tensor], beta: Parts, alpha: Parts = (1.0, 0.0)
-) -> tuple[Tensors, Tensors, Tensors]:
+) -> tuple[Terms, Tensors, Tensors]:
     """Complex momentum: ``mu <- beta mu - u`` on ``mu = re + i im``; direction ``-Re(alpha mu)``.
 
     .. math::  \\Re\\mu' = \\beta_r \\Re\\mu - \\beta_i \\Im\\mu - u, \\quad \\Im\\mu' = \\beta_r \\Im\\mu + \\beta_i \\Re\\mu,
                \\quad d = \\alpha_i \\Im\\mu' - \\alpha_r \\Re\\mu'
 
-    Returns ``(direction, re, im)``.
+    Returns ``(direction, re, im)``, the direction as :data:`Terms` of the two buffers (see :func:`combine`,
+    :func:`apply_terms`).
     """
     (br, bi), (ar, ai) = beta, alpha
     old_im = None if is_zero(bi) else ops.scale(im, bi)
@@ -103,8 +125,8 @@ def complex_momentum(
     if old_im is not None:
         re = ops.add_(re, old_im, -1.0)
     re = ops.add_(re, u, -1.0)
-    d = ops.scale(re, -ar)
-    return (d if is_zero(ai) else ops.add_(d, im, ai)), re, im
+    terms: Terms = [(-ar, re)] if is_zero(ai) else [(-ar, re), (ai, im)]
+    return terms, re, im
 
 
 def adam_moments(

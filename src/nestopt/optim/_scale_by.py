@@ -122,8 +122,11 @@ def scale_by_complex_momentum(beta: Coefficient | tuple[Any, Any], alpha: Coeffi
         u, re, im = lists([updates, state["momentum_real"], state["momentum_imag"]], keys)
         b = K.parts(complex_value(resolve(beta, hparams, keys, "beta")))
         a = K.parts(complex_value(resolve(alpha, hparams, keys, "alpha")))
-        d, re, im = K.complex_momentum(FUNCTIONAL, u, re, im, b, a)
-        return as_tree(keys, d), {"momentum_real": as_tree(keys, re), "momentum_imag": as_tree(keys, im)}
+        terms, re, im = K.complex_momentum(FUNCTIONAL, u, re, im, b, a)
+        return as_tree(keys, K.combine(FUNCTIONAL, terms)), {
+            "momentum_real": as_tree(keys, re),
+            "momentum_imag": as_tree(keys, im),
+        }
 
     def init(params: Tree) -> State:
         return {"momentum_real": _zeros(params), "momentum_imag": _zeros(params)}

@@ -63,7 +63,7 @@ class ComplexMomentum(ValidatedOptimizer):
         maximize: ascend instead of descend.
         foreach: use the ``torch._foreach_*`` kernels (default: only when every parameter is on CUDA).
         fused: run the step as one ``torch.compile``-fused pass per tensor (7 passes over parameter-sized
-            memory instead of about 20; compiled on the first step, falling back to the for-loop kernel
+            memory instead of 18; compiled on the first step, falling back to the for-loop kernel
             with a warning where compilation is unavailable). Not combinable with ``foreach=True``.
 
     The same kernel, out of place, is :func:`nestopt.optim.functional.complex_momentum` (unrollable).
@@ -152,8 +152,8 @@ def _complex_momentum_step(
     lr: Any, br: Any, bi: Any, ar: Any, ai: Any, weight_decay: Any,
 ) -> None:  # fmt: skip
     grads = K.add_decayed_weights(ops, grads, params, weight_decay)
-    d, _, _ = K.complex_momentum(ops, grads, re, im, (br, bi), (ar, ai))
-    K.apply(ops, params, d, -lr)
+    terms, _, _ = K.complex_momentum(ops, grads, re, im, (br, bi), (ar, ai))
+    K.apply_terms(ops, params, terms, -lr)
 
 
 class ComplexAdam(ValidatedOptimizer):
