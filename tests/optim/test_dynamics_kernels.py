@@ -127,5 +127,5 @@ def test_optimistic() -> None:
     torch.testing.assert_close(torch.cat([w["x"], w["y"]]), expected, rtol=1e-13, atol=1e-13)
     for foreach in (False, True):
         p = [e.clone()]
-        optimistic_sgd(p, [M @ e], [M @ e_prev], [False], lr=LR, foreach=foreach)
+        optimistic_sgd(p, [M @ e], [M @ e_prev], lr=LR, foreach=foreach)
         torch.testing.assert_close(p[0], expected, rtol=1e-13, atol=1e-13)

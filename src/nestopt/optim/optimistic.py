@@ -87,9 +87,9 @@ class OptimisticSGD(ValidatedOptimizer):
             params,
             grads,
             prev,
-            first,
             lr=group["lr"],
             weight_decay=group["weight_decay"],
+            first=first,
             **self._backend(group, params),
         )
 
@@ -98,18 +98,19 @@ def optimistic_sgd(
     params: list[Tensor],
     grads: list[Tensor],
     previous: list[Tensor],
-    first: list[bool],
     *,
     lr: float,
     weight_decay: float = 0.0,
     foreach: bool = False,
     fused: bool = False,
+    first: list[bool] | None = None,
 ) -> None:
     """The in-place step of :class:`OptimisticSGD`; ``previous`` (the last gradients) is overwritten with
-    this step's; ``first`` marks tensors on their first step (whose previous gradient is the current one)."""
+    this step's. ``first`` marks tensors on their first step, whose previous gradient is taken equal to the
+    current one (default: none)."""
     run(
         _optimistic_sgd_step, params, grads, previous, foreach=foreach, fused=fused,
-        lr=lr, strength=_strengths(first), weight_decay=weight_decay,
+        lr=lr, strength=_strengths(first or [False] * len(params)), weight_decay=weight_decay,
     )  # fmt: skip
 
 
