@@ -1,85 +1,25 @@
-"""Argument checks and helpers shared by the ``torch.optim`` optimizers of :mod:`nestopt.optim`."""
+"""The ``torch.optim`` base of :mod:`nestopt.optim`: group validation, gradients, state buffers, backends."""
 
 from __future__ import annotations
 
-import cmath
-import math
-import numbers
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from nestopt.errors import InvalidArgumentError, OptimizerWarning, UnsupportedError
+from nestopt.errors import InvalidArgumentError, UnsupportedError
 
 __all__ = [
     "ValidatedOptimizer",
-    "check_coefficient",
-    "check_lr",
+    "check_flags",
     "check_real_params",
     "default_foreach",
     "grads_of_group",
+    "one_or_list",
     "state_buffers",
     "use_foreach",
-    "warn_if_not_decaying",
-    "with_weight_decay",
 ]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Number) and not isinstance(value, bool)
-
-
-def check_lr(lr: Any, name: str = "lr") -> float:
-    """A finite real number >= 0, as a float."""
-    if isinstance(lr, Tensor) and lr.numel() == 1 and not lr.is_complex():
-        lr = float(lr)
-    if not _is_number(lr) or isinstance(lr, complex):
-        raise InvalidArgumentError(f"Invalid learning rate: {name}={lr!r}; it must be a real number")
-    if not math.isfinite(lr) or lr < 0:
-        raise InvalidArgumentError(f"Invalid learning rate: {name}={lr!r}; it must be finite and >= 0")
-    return float(lr)
-
-
-def check_coefficient(value: Any, name: str, *, allow_complex: bool = True) -> complex:
-    """A finite coefficient, given as a number or as ``(magnitude, phase)``; returned as a Python complex.
-
-    With ``allow_complex=False`` the value must be real (a float) and is returned as a complex with zero
-    imaginary part.
-    """
-    if isinstance(value, tuple) and allow_complex:
-        if len(value) != 2 or not all(_is_number(v) and not isinstance(v, complex) for v in value):
-            raise InvalidArgumentError(
-                f"{name} given as a tuple must be (magnitude, phase) of two reals, got {value!r}"
-            )
-        magnitude, phase = float(value[0]), float(value[1])
-        if not (math.isfinite(magnitude) and math.isfinite(phase)):
-            raise InvalidArgumentError(f"Invalid {name}: (magnitude, phase)={value!r}; both must be finite")
-        if magnitude < 0:
-            raise InvalidArgumentError(f"Invalid {name}: magnitude {magnitude!r} must be >= 0")
-        return cmath.rect(magnitude, phase)
-    if not _is_number(value):
-        kind = "a real number" if not allow_complex else "a number (complex allowed) or (magnitude, phase)"
-        raise InvalidArgumentError(f"Invalid {name}: {name}={value!r}; it must be {kind}")
-    if isinstance(value, complex) and not allow_complex and value.imag != 0:
-        raise InvalidArgumentError(f"Invalid {name}: {name}={value!r}; it must be real here")
-    z = complex(value)
-    if not cmath.isfinite(z):
-        raise InvalidArgumentError(f"Invalid {name}: {name}={value!r}; it must be finite")
-    return z
-
-
-def warn_if_not_decaying(beta: complex, name: str, stacklevel: int = 3) -> None:
-    """Warn (:class:`OptimizerWarning`) when ``|beta| >= 1``: the momentum buffer then never forgets."""
-    if abs(beta) >= 1:
-        warnings.warn(
-            f"|{name}| = {abs(beta):.4g} >= 1: the momentum buffer does not decay, so the iterates usually "
-            f"diverge or keep oscillating; use |{name}| < 1",
-            OptimizerWarning,
-            stacklevel=stacklevel,
-        )
 
 
 def check_real_params(params: Iterable[Tensor], optimizer: str) -> None:
@@ -92,6 +32,15 @@ def check_real_params(params: Iterable[Tensor], optimizer: str) -> None:
                 f"{optimizer} steps real floating-point parameters; parameter {i} has dtype {p.dtype}. "
                 "For complex parameters, optimize torch.view_as_real(p) instead"
             )
+
+
+def check_flags(group: dict[str, Any]) -> None:
+    """``foreach`` and ``fused`` are ``None``/booleans, and not both ``True`` (torch's rule)."""
+    for name in ("foreach", "fused"):
+        if group.get(name) is not None and not isinstance(group[name], bool):
+            raise InvalidArgumentError(f"{name} must be True, False or None, got {group[name]!r}")
+    if group.get("foreach") and group.get("fused"):
+        raise InvalidArgumentError("foreach=True and fused=True cannot be combined: fused replaces the foreach path")
 
 
 def default_foreach(params: list[Tensor]) -> bool:
@@ -141,13 +90,9 @@ def use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
     return default_foreach(params) if foreach is None else bool(foreach)
 
 
-def with_weight_decay(params: list[Tensor], grads: list[Tensor], weight_decay: float, foreach: bool) -> list[Tensor]:
-    """``g + weight_decay * p`` (L2 regularization added to the gradient), out of place."""
-    if weight_decay == 0:
-        return grads
-    if foreach:
-        return list(torch._foreach_add(grads, params, alpha=weight_decay))
-    return [g.add(p, alpha=weight_decay) for g, p in zip(grads, params)]
+def one_or_list(values: list[Any]) -> Any:
+    """``values[0]`` when all values are equal (one coefficient for every tensor), else the list."""
+    return values[0] if all(v == values[0] for v in values) else values
 
 
 class ValidatedOptimizer(torch.optim.Optimizer):
@@ -163,6 +108,11 @@ class ValidatedOptimizer(torch.optim.Optimizer):
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
         """Update ``params`` (those of ``group`` with a gradient) from ``grads``."""
         raise NotImplementedError  # pragma: no cover - overridden
+
+    def _backend(self, group: dict[str, Any], params: list[Tensor]) -> dict[str, bool]:
+        """The ``foreach``/``fused`` flags of :func:`nestopt.optim._fused.run` for ``group``."""
+        fused = bool(group.get("fused"))
+        return {"foreach": not fused and use_foreach(group, params), "fused": fused}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -182,6 +132,7 @@ class ValidatedOptimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         try:
             check_real_params(group["params"], type(self).__name__)
+            check_flags(group)
             self._validate_group(group)
         except Exception:
             self.param_groups.pop()

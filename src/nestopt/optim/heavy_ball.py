@@ -20,19 +20,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from nestopt._validate import nonnegative
-from nestopt.optim._common import (
-    ValidatedOptimizer,
-    check_coefficient,
-    check_lr,
-    state_buffers,
-    use_foreach,
-    warn_if_not_decaying,
-    with_weight_decay,
-)
+from nestopt.optim import _kernels as K
+from nestopt.optim._checks import check_coefficient, check_lr, warn_if_not_decaying
+from nestopt.optim._common import ValidatedOptimizer, state_buffers
+from nestopt.optim._fused import run
+from nestopt.optim._ops import Ops
 
 __all__ = ["HeavyBall", "heavy_ball"]
 
@@ -49,7 +44,10 @@ class HeavyBall(ValidatedOptimizer):
             (:class:`~nestopt.errors.OptimizerWarning`).
         weight_decay: L2 penalty added to the gradient.
         maximize: ascend instead of descend.
-        foreach: use the fused ``torch._foreach_*`` kernels (default: only on CUDA).
+        foreach: use the ``torch._foreach_*`` kernels (default: only on CUDA).
+        fused: one ``torch.compile``-fused pass per tensor (see :class:`~nestopt.optim.ComplexMomentum`).
+
+    The same kernel, out of place, is :func:`nestopt.optim.functional.sgd` (``momentum`` of any sign).
 
     Example:
         >>> import torch
@@ -73,6 +71,7 @@ class HeavyBall(ValidatedOptimizer):
         weight_decay: float = 0.0,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         defaults = {
             "lr": check_lr(lr),
@@ -80,6 +79,7 @@ class HeavyBall(ValidatedOptimizer):
             "weight_decay": nonnegative("weight_decay", weight_decay),
             "maximize": bool(maximize),
             "foreach": foreach,
+            "fused": fused,
         }
         super().__init__(params, defaults)
 
@@ -98,7 +98,7 @@ class HeavyBall(ValidatedOptimizer):
             lr=group["lr"],
             momentum=group["momentum"],
             weight_decay=group["weight_decay"],
-            foreach=use_foreach(group, params),
+            **self._backend(group, params),
         )
 
 
@@ -111,14 +111,19 @@ def heavy_ball(
     momentum: float,
     weight_decay: float = 0.0,
     foreach: bool = False,
+    fused: bool = False,
 ) -> None:
-    """The functional kernel of :class:`HeavyBall`: updates params and buffers in place."""
-    grads = with_weight_decay(params, grads, weight_decay, foreach)
-    if foreach:
-        torch._foreach_mul_(buffers, momentum)
-        torch._foreach_add_(buffers, grads)
-        torch._foreach_add_(params, buffers, alpha=-lr)
-        return
-    for p, g, b in zip(params, grads, buffers):
-        b.mul_(momentum).add_(g)
-        p.add_(b, alpha=-lr)
+    """The in-place step of :class:`HeavyBall`: updates params and buffers."""
+    run(
+        _heavy_ball_step, params, grads, buffers, foreach=foreach, fused=fused,
+        lr=lr, momentum=momentum, weight_decay=weight_decay,
+    )  # fmt: skip
+
+
+def _heavy_ball_step(
+    ops: Ops, params: list[Tensor], grads: list[Tensor], buffers: list[Tensor], *, lr: Any, momentum: Any,
+    weight_decay: Any,
+) -> None:  # fmt: skip
+    grads = K.add_decayed_weights(ops, grads, params, weight_decay)
+    d, _ = K.momentum(ops, grads, buffers, momentum)
+    K.apply(ops, params, d, -lr)

@@ -16,23 +16,17 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from nestopt._validate import nonnegative
-from nestopt.errors import InvalidArgumentError
-from nestopt.optim._common import (
-    ValidatedOptimizer,
-    check_coefficient,
-    check_lr,
-    state_buffers,
-    use_foreach,
-    with_weight_decay,
-)
+from nestopt.optim import _kernels as K
+from nestopt.optim._checks import check_betas, check_lr
+from nestopt.optim._common import ValidatedOptimizer, one_or_list, state_buffers
+from nestopt.optim._fused import run
+from nestopt.optim._ops import Ops
 
 __all__ = ["OptimisticAdam", "OptimisticSGD", "optimistic_adam", "optimistic_sgd"]
 
@@ -47,7 +41,8 @@ class OptimisticSGD(ValidatedOptimizer):
         lr: the step size.
         weight_decay: L2 penalty added to the gradient.
         maximize: ascend instead of descend.
-        foreach: use the fused ``torch._foreach_*`` kernels (default: only on CUDA).
+        foreach: use the ``torch._foreach_*`` kernels (default: only on CUDA).
+        fused: one ``torch.compile``-fused pass per tensor (see :class:`~nestopt.optim.ComplexMomentum`).
 
     Example:
         >>> import torch
@@ -70,12 +65,14 @@ class OptimisticSGD(ValidatedOptimizer):
         weight_decay: float = 0.0,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         defaults = {
             "lr": check_lr(lr),
             "weight_decay": nonnegative("weight_decay", weight_decay),
             "maximize": bool(maximize),
             "foreach": foreach,
+            "fused": fused,
         }
         super().__init__(params, defaults)
 
@@ -84,29 +81,50 @@ class OptimisticSGD(ValidatedOptimizer):
         group["weight_decay"] = nonnegative("weight_decay", group["weight_decay"])
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
-        foreach = use_foreach(group, params)
-        grads = with_weight_decay(params, grads, group["weight_decay"], foreach)
-        prev = []
-        for p, g in zip(params, grads):
-            state = self.state[p]
-            if not state:
-                state["previous_grad"] = g.detach().clone(memory_format=torch.preserve_format)
-            prev.append(state["previous_grad"])
-        optimistic_sgd(params, grads, prev, lr=group["lr"], foreach=foreach)
+        first = [not self.state[p] for p in params]
+        (prev,), _ = state_buffers(self, params, ("previous_grad",))
+        optimistic_sgd(
+            params,
+            grads,
+            prev,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            first=first,
+            **self._backend(group, params),
+        )
 
 
 def optimistic_sgd(
-    params: list[Tensor], grads: list[Tensor], previous: list[Tensor], *, lr: float, foreach: bool = False
+    params: list[Tensor],
+    grads: list[Tensor],
+    previous: list[Tensor],
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    foreach: bool = False,
+    fused: bool = False,
+    first: list[bool] | None = None,
 ) -> None:
-    """The kernel of :class:`OptimisticSGD`; ``previous`` (the last gradients) is overwritten with ``grads``."""
-    if foreach:
-        torch._foreach_add_(params, grads, alpha=-2 * lr)
-        torch._foreach_add_(params, previous, alpha=lr)
-        torch._foreach_copy_(previous, grads)
-        return
-    for p, g, q in zip(params, grads, previous):
-        p.add_(g, alpha=-2 * lr).add_(q, alpha=lr)
-        q.copy_(g)
+    """The in-place step of :class:`OptimisticSGD`; ``previous`` (the last gradients) is overwritten with
+    this step's. ``first`` marks tensors on their first step, whose previous gradient is taken equal to the
+    current one (default: none)."""
+    run(
+        _optimistic_sgd_step, params, grads, previous, foreach=foreach, fused=fused,
+        lr=lr, strength=_strengths(first or [False] * len(params)), weight_decay=weight_decay,
+    )  # fmt: skip
+
+
+def _strengths(first: list[bool]) -> Any:
+    return one_or_list([0.0 if f else 1.0 for f in first])
+
+
+def _optimistic_sgd_step(
+    ops: Ops, params: list[Tensor], grads: list[Tensor], previous: list[Tensor], *, lr: Any, strength: Any,
+    weight_decay: Any,
+) -> None:  # fmt: skip
+    grads = K.add_decayed_weights(ops, grads, params, weight_decay)
+    d, _ = K.optimism(ops, grads, previous, strength)
+    K.apply(ops, params, d, -lr)
 
 
 class OptimisticAdam(ValidatedOptimizer):
@@ -121,7 +139,8 @@ class OptimisticAdam(ValidatedOptimizer):
         eps: added to the denominator.
         weight_decay: L2 penalty added to the gradient.
         maximize: ascend instead of descend.
-        foreach: use the fused ``torch._foreach_*`` kernels (default: only on CUDA).
+        foreach: use the ``torch._foreach_*`` kernels (default: only on CUDA).
+        fused: one ``torch.compile``-fused pass per tensor (see :class:`~nestopt.optim.ComplexMomentum`).
 
     Example:
         >>> import torch
@@ -146,20 +165,22 @@ class OptimisticAdam(ValidatedOptimizer):
         weight_decay: float = 0.0,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         defaults = {
             "lr": check_lr(lr),
-            "betas": _real_betas(betas),
+            "betas": check_betas(betas, complex_beta1=False),
             "eps": nonnegative("eps", eps),
             "weight_decay": nonnegative("weight_decay", weight_decay),
             "maximize": bool(maximize),
             "foreach": foreach,
+            "fused": fused,
         }
         super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         group["lr"] = check_lr(group["lr"])
-        group["betas"] = _real_betas(group["betas"])
+        group["betas"] = check_betas(group["betas"], complex_beta1=False)
         group["eps"] = nonnegative("eps", group["eps"])
         group["weight_decay"] = nonnegative("weight_decay", group["weight_decay"])
 
@@ -180,20 +201,8 @@ class OptimisticAdam(ValidatedOptimizer):
             beta2=beta2,
             eps=group["eps"],
             weight_decay=group["weight_decay"],
-            foreach=use_foreach(group, params),
+            **self._backend(group, params),
         )
-
-
-def _real_betas(betas: Any) -> tuple[float, float]:
-    if not isinstance(betas, tuple | list) or len(betas) != 2:
-        raise InvalidArgumentError(f"Invalid betas: {betas!r}; expected (beta1, beta2)")
-    out = []
-    for name, b in zip(("beta1", "beta2"), betas):
-        value = check_coefficient(b, name, allow_complex=False).real
-        if not 0.0 <= value < 1.0:
-            raise InvalidArgumentError(f"Invalid {name}: {name}={b!r}; it must be in [0, 1)")
-        out.append(value)
-    return out[0], out[1]
 
 
 def optimistic_adam(
@@ -210,33 +219,23 @@ def optimistic_adam(
     eps: float,
     weight_decay: float = 0.0,
     foreach: bool = False,
+    fused: bool = False,
 ) -> None:
-    """The kernel of :class:`OptimisticAdam`; ``steps`` are the counts after this step."""
-    grads = with_weight_decay(params, grads, weight_decay, foreach)
-    bias1 = [1 - beta1**t for t in steps]
-    bias2 = [math.sqrt(1 - beta2**t) for t in steps]
-    if foreach:
-        torch._foreach_mul_(exp_avg, beta1)
-        torch._foreach_add_(exp_avg, grads, alpha=1 - beta1)
-        torch._foreach_mul_(exp_avg_sq, beta2)
-        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
-        denom = torch._foreach_sqrt(exp_avg_sq)
-        torch._foreach_div_(denom, bias2)
-        torch._foreach_add_(denom, eps)
-        direction = torch._foreach_div(exp_avg, denom)
-        torch._foreach_div_(direction, bias1)
-        for q, t, d in zip(previous, steps, direction):
-            if t == 1:
-                q.copy_(d)
-        torch._foreach_add_(params, direction, alpha=-2 * lr)
-        torch._foreach_add_(params, previous, alpha=lr)
-        torch._foreach_copy_(previous, direction)
-        return
-    for p, g, m, v, q, b1, b2, t in zip(params, grads, exp_avg, exp_avg_sq, previous, bias1, bias2, steps):
-        m.mul_(beta1).add_(g, alpha=1 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        d = (m / (v.sqrt() / b2).add_(eps)).div_(b1)
-        if t == 1:
-            q.copy_(d)
-        p.add_(d, alpha=-2 * lr).add_(q, alpha=lr)
-        q.copy_(d)
+    """The in-place step of :class:`OptimisticAdam`; ``steps`` are the counts after this step."""
+    a, _, s = zip(*(K.adam_corrections((beta1, 0.0), beta2, t) for t in steps))
+    run(
+        _optimistic_adam_step, params, grads, exp_avg, exp_avg_sq, previous, foreach=foreach, fused=fused,
+        lr=lr, beta1=beta1, beta2=beta2, a=one_or_list(list(a)), s=one_or_list(list(s)), eps=eps,
+        strength=_strengths([t == 1 for t in steps]), weight_decay=weight_decay,
+    )  # fmt: skip
+
+
+def _optimistic_adam_step(
+    ops: Ops, params: list[Tensor], grads: list[Tensor], m: list[Tensor], v: list[Tensor], previous: list[Tensor],
+    *, lr: Any, beta1: Any, beta2: Any, a: Any, s: Any, eps: Any, strength: Any, weight_decay: Any,
+) -> None:  # fmt: skip
+    grads = K.add_decayed_weights(ops, grads, params, weight_decay)
+    m, _, v = K.adam_moments(ops, grads, m, None, v, (beta1, 0.0), beta2)
+    d = K.adam_direction(ops, m, None, v, (a, 0.0, s), eps)
+    d, _ = K.optimism(ops, d, previous, strength)
+    K.apply(ops, params, d, -lr)
