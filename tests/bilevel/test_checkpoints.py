@@ -114,4 +114,4 @@ def test_checkpoints_hold_buffers_schedulers_and_strategy_state(tmp_path):
     state = torch.load(tmp_path / "c.pt", weights_only=True)
     assert torch.equal(state["buffers"]["1.running_mean"], net[1].running_mean)
     assert state["outer_sched"]["last_epoch"] == 2 and trainer.outer_opt.param_groups[0]["lr"] == pytest.approx(0.0025)
-    assert set(state["strategy"]["opt_state"]["momentum"]) == set(trainer.params)  # the unroll's momentum
+    assert set(state["strategy"]["opt_state"][0]["momentum_buffer"]) == set(trainer.params)  # the unroll's momentum

@@ -55,7 +55,7 @@ def _functional_step(M, opt, w, state, alternating):
 @pytest.mark.parametrize("alternating", [False, True])
 def test_gda(alternating: bool) -> None:
     M, e, _ = _game()
-    T = dynamics.gda(M, LR, alternating=alternating, blocks=BLOCKS)
+    T = dynamics.gda_operator(M, LR, alternating=alternating, blocks=BLOCKS)
     opt = functional.sgd(LR)
     w, _ = _functional_step(M, opt, _players(e), {"x": {}, "y": {}} if alternating else {}, alternating)
     torch.testing.assert_close(torch.cat([w["x"], w["y"]]), T @ e, rtol=1e-13, atol=1e-13)
@@ -66,7 +66,7 @@ def test_gda(alternating: bool) -> None:
 def test_momentum(alternating: bool, beta: float) -> None:
     M, e, aux = _game(1)
     mu = aux[:D]
-    T = dynamics.momentum(M, LR, beta, alternating=alternating, blocks=BLOCKS)
+    T = dynamics.momentum_operator(M, LR, beta, alternating=alternating, blocks=BLOCKS)
     expected = T @ torch.cat([e, mu])
     opt = functional.sgd(LR, momentum=beta)
     buf = _players(-mu)  # the operator's mu is minus torch's buffer
@@ -87,7 +87,7 @@ def test_momentum(alternating: bool, beta: float) -> None:
 def test_complex_momentum(alternating: bool) -> None:
     M, e, aux = _game(2)
     re, im = aux[:D], aux[D:]
-    T = dynamics.complex_momentum(M, LR, BETA, ALPHA, alternating=alternating, blocks=BLOCKS)
+    T = dynamics.complex_momentum_operator(M, LR, BETA, ALPHA, alternating=alternating, blocks=BLOCKS)
     expected = T @ torch.cat([e, re, im])
     opt = functional.complex_momentum(LR, BETA, ALPHA)
     re_t, im_t = _players(re), _players(im)
@@ -114,13 +114,13 @@ def test_extragradient() -> None:
     w = _players(e)
     ahead, _ = opt.update(_grad(M, w), {}, w, {})
     w, _ = opt.update(_grad(M, ahead), {}, w, {})
-    torch.testing.assert_close(torch.cat([w["x"], w["y"]]), dynamics.extragradient(M, LR) @ e, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(torch.cat([w["x"], w["y"]]), dynamics.extragradient_operator(M, LR) @ e, rtol=1e-13, atol=1e-13)
 
 
 def test_optimistic() -> None:
     M, e, aux = _game(4)
     e_prev = aux[:D]
-    expected = (dynamics.optimistic(M, LR) @ torch.cat([e, e_prev]))[:D]
+    expected = (dynamics.optimistic_operator(M, LR) @ torch.cat([e, e_prev]))[:D]
     opt = functional.optimistic_sgd(LR)
     state = ({"step": 1, "previous": _players(M @ e_prev)}, {})
     w, _ = opt.update(_grad(M, _players(e)), state, _players(e), {})
