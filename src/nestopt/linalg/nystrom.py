@@ -36,6 +36,12 @@ class Nystrom(Solver):
     :math:`(A + \\rho I)^{-1} b`. A negative eigenvalue of :math:`W` gives status ``NEGATIVE_CURVATURE``.
     The small ``k x k`` system is solved in float64.
 
+    **Singular systems.** :math:`\\tilde A + \\rho I` is never singular. The columns of :math:`C` lie in the
+    range of :math:`A`, so the part of :math:`b` in the null space passes through divided by :math:`\\rho`:
+    :math:`P_N x = P_N b / \\rho`. For :math:`b` in the range and ``rank`` equal to the dimension the answer
+    is :math:`(A + \\rho I)^{-1} b`, which tends to :math:`A^{+} b` (the minimum-norm solution) as
+    :math:`\\rho \\to 0`; for :math:`b` outside the range its null-space part is of size :math:`1/\\rho`.
+
     Args:
         rank: ``k``, the number of sampled columns (at most the dimension).
         rho: :math:`\\rho > 0`, the damping that the formula needs.
@@ -107,8 +113,11 @@ class Nystrom(Solver):
         w = (0.5 * (w + w.T)).to(ctc.device)
         sol = torch.linalg.solve(self.rho * w + ctc, ctb)
         status, message = Status.CONVERGED, ""
-        min_eig = float(torch.linalg.eigvalsh(w).min())
-        if min_eig < 0.0:
+        w_eigs = torch.linalg.eigvalsh(w)
+        min_eig = float(w_eigs.min())
+        # a sampled block of a singular PSD matrix has eigenvalues at rounding level on either side of zero
+        rounding = self.rank * torch.finfo(next(iter(b.values())).dtype).eps * float(w_eigs.abs().max())
+        if min_eig < -rounding:
             status = Status.NEGATIVE_CURVATURE
             message = f"the sampled block W has eigenvalue {min_eig:.3g} < 0: the matrix is not positive semi-definite"
         if not bool(torch.isfinite(sol).all()):
