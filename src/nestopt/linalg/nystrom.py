@@ -36,12 +36,6 @@ class Nystrom(Solver):
     :math:`(A + \\rho I)^{-1} b`. A negative eigenvalue of :math:`W` gives status ``NEGATIVE_CURVATURE``.
     The small ``k x k`` system is solved in float64.
 
-    **Singular systems.** :math:`\\tilde A + \\rho I` is never singular. The columns of :math:`C` lie in the
-    range of :math:`A`, so the part of :math:`b` in the null space passes through divided by :math:`\\rho`:
-    :math:`P_N x = P_N b / \\rho`. For :math:`b` in the range and ``rank`` equal to the dimension the answer
-    is :math:`(A + \\rho I)^{-1} b`, which tends to :math:`A^{+} b` (the minimum-norm solution) as
-    :math:`\\rho \\to 0`; for :math:`b` outside the range its null-space part is of size :math:`1/\\rho`.
-
     Args:
         rank: ``k``, the number of sampled columns (at most the dimension).
         rho: :math:`\\rho > 0`, the damping that the formula needs.
@@ -49,6 +43,12 @@ class Nystrom(Solver):
         chunk_size: form at most this many columns at once (``None``: all ``rank`` in one batched product);
             smaller chunks bound the batched product's temporary memory.
         residual: compute the true relative residual of :math:`A x = b` with one extra product.
+
+    **Singular systems.** :math:`\\tilde A + \\rho I` is never singular. The columns of :math:`C` lie in the
+    range of :math:`A`, so the part of :math:`b` in the null space passes through divided by :math:`\\rho`:
+    :math:`P_N x = P_N b / \\rho`. For :math:`b` in the range and ``rank`` equal to the dimension the answer
+    is :math:`(A + \\rho I)^{-1} b`, which tends to :math:`A^{+} b` (the minimum-norm solution) as
+    :math:`\\rho \\to 0`; for :math:`b` outside the range its null-space part is of size :math:`1/\\rho`.
 
     Example:
         >>> import torch
