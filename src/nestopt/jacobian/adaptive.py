@@ -20,20 +20,23 @@ The tolerance applied is never below ``64`` machine epsilons of the values' dtyp
 :math:`\\hat\\varepsilon_n` that much). When ``max_nodes`` is reached first, the ``max_nodes`` value is
 returned with a :class:`~nestopt.errors.SolverWarning` and ``converged=False`` in the :class:`QuadratureInfo`.
 
-The node count is chosen once for the whole batch, also inside ``torch.func`` transforms (under ``vmap`` it
-covers every vmapped point). Because it is piecewise constant in the input, finite differences across a change
-of ``n`` see a jump of up to the tolerance: use a fixed rule (``tol=None``) for finite-difference checks such as
-``torch.autograd.gradcheck``.
+Each point of a batch gets its own node count: only the points whose estimate misses the tolerance are
+evaluated with the next rule. This works inside ``torch.func`` transforms too; under ``vmap`` over the points
+the vmapped points are refined together. Because the node count is piecewise constant in the input, finite
+differences across a change of ``n`` see a jump of up to the tolerance: use a fixed rule (``tol=None``) for
+finite-difference checks such as ``torch.autograd.gradcheck``.
+
+:func:`path_integral_with_error` is the one-step version for a fixed rule: the :math:`2n`-node value and its
+distance from the :math:`n`-node one.
 
 Example:
     >>> import torch
     >>> from nestopt.jacobian import AdaptiveQuadrature
+    >>> from nestopt.jacobian.adaptive import point_values
     >>> from nestopt.jacobian.quadrature import node_values
     >>> a = torch.tensor([[0.5], [8.0]], dtype=torch.float64)   # int_0^1 exp(a t) dt, sharp at the second point
-    >>> def values(n, index):                                   # the integrand at n nodes, for the points index
-    ...     rows = a if index is None else a[index]
-    ...     return node_values(lambda t: torch.exp(t * rows), nodes=n, dtype=a.dtype)
-    >>> value, error, info = AdaptiveQuadrature(nodes=4, tol=1e-10)(values)
+    >>> integrand = lambda rows, n: node_values(lambda t: torch.exp(t * rows), nodes=n, dtype=a.dtype)
+    >>> value, error, info = AdaptiveQuadrature(nodes=4, tol=1e-10)(point_values(integrand, a))
     >>> info.nodes, info.evaluations, bool(torch.allclose(value, torch.expm1(a) / a, rtol=1e-14))
     (32, 76, True)
 """
@@ -247,7 +250,7 @@ class QuadratureEstimate:
         value: the integral, shape ``(..., m)``.
         error: the error estimate per point (Euclidean norm over the value's axis), shape ``(...)``; the
             function that returns the estimate says how it is formed.
-        nodes: the number of Gauss-Legendre nodes of ``value``.
+        nodes: the number of Gauss-Legendre nodes of ``value`` (the largest at any point, when points differ).
     """
 
     value: Tensor
