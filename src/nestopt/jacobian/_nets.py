@@ -40,8 +40,12 @@ def check_dim(dim: object, argument: str = "dim") -> int:
     return dim
 
 
-def check_points(x: object, dim: int, owner: str, name: str = "x") -> Tensor:
-    """Validate a floating-point tensor of points of shape ``(..., dim)`` for the network ``owner``."""
+def check_points(x: object, dim: int, owner: str, name: str = "x", *, like: Tensor | None = None) -> Tensor:
+    """Validate a floating-point tensor of points of shape ``(..., dim)`` for the network ``owner``.
+
+    ``like`` (one of the network's parameters) fixes the dtype and device that ``x`` must have: torch does not
+    mix them in a matrix product, and converting behind the user's back would hide a costly copy.
+    """
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise InvalidArgumentError(f"{name} must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
     if x.dim() == 0 or x.shape[-1] != dim:
@@ -49,7 +53,18 @@ def check_points(x: object, dim: int, owner: str, name: str = "x") -> Tensor:
         raise ShapeMismatchError(
             f"{name} must have shape (..., {dim}) for this {owner}(dim={dim}), got {tuple(x.shape)}{hint}"
         )
+    if like is not None:
+        for what, got, want in (("dtype", x.dtype, like.dtype), ("device", x.device, like.device)):
+            if got != want:
+                raise ShapeMismatchError(
+                    f"{name} has {what} {got} but this {owner}'s parameters have {what} {want}; convert the network "
+                    f"(net.to({_literal(got)})) or the input ({name}.to({_literal(want)}))"
+                )
     return x
+
+
+def _literal(value: torch.dtype | torch.device) -> str:
+    return str(value) if isinstance(value, torch.dtype) else repr(str(value))
 
 
 def check_widths(hidden: int | Sequence[int], argument: str = "hidden") -> tuple[int, ...]:
