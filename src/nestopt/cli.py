@@ -24,8 +24,10 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-from nestopt import __version__
+from nestopt import __version__, experiments
 from nestopt.errors import InvalidArgumentError, NestoptError
+from nestopt.experiments.registry import Experiment, check_seed, claims_table, prepare_out_dir, suggest
+from nestopt.experiments.settings import parse_setting
 
 __all__ = ["build_parser", "main"]
 
@@ -44,8 +46,6 @@ class _UsageError(Exception):
 
 
 def _seed(text: str) -> int:
-    from nestopt.experiments.registry import check_seed
-
     try:
         seed = int(text)
     except ValueError:
@@ -63,9 +63,7 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), raw
 
 
-def _experiment(name: str) -> Any:
-    from nestopt import experiments
-
+def _experiment(name: str) -> Experiment:
     try:
         return experiments.get(name)
     except InvalidArgumentError as err:
@@ -73,8 +71,6 @@ def _experiment(name: str) -> Any:
 
 
 def _cmd_list(_: argparse.Namespace) -> int:
-    from nestopt import experiments
-
     names = experiments.names()
     width = max(len(n) for n in names)
     for name in names:
@@ -101,10 +97,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _overrides(exp: Any, pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    from nestopt.experiments.registry import suggest
-    from nestopt.experiments.settings import parse_setting
-
+def _overrides(exp: Experiment, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     out = {}
     for key, raw in pairs:
         if key not in exp.full:
@@ -120,8 +113,6 @@ def _overrides(exp: Any, pairs: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 def _out_dirs(args: argparse.Namespace, names: list[str]) -> dict[str, Path]:
-    from nestopt.experiments.registry import prepare_out_dir
-
     base = Path(args.out) if args.out else Path("runs") / ("all" if args.name == "all" else args.name)
     folders = {name: base / name if args.name == "all" else base for name in names}
     try:
@@ -134,9 +125,6 @@ def _out_dirs(args: argparse.Namespace, names: list[str]) -> dict[str, Path]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from nestopt import experiments
-    from nestopt.experiments.registry import claims_table
-
     # every argument is checked before anything runs or prints
     if args.name == "all":
         if args.set:
@@ -210,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
-    except _UsageError as err:
-        print(f"nestopt: error: {err}", file=sys.stderr)
-    except NestoptError as err:
+    except (_UsageError, NestoptError) as err:  # NestoptError: e.g. a missing optional dependency
         print(f"nestopt: error: {err}", file=sys.stderr)
     except Exception:  # a bug: keep the traceback, and keep exit status 1 for failed claims
         traceback.print_exc()
