@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nestopt import hypergrad, linalg
+from nestopt.optim import functional
 
 D = torch.float64
 N, DIM, P, M = 5, 9, 4, 7
@@ -59,3 +60,29 @@ def test_solvers_give_the_hypergradient_of_the_closest_solution(problem, solver)
     ])  # fmt: skip
     res = _hypergradient(problem, solver)
     torch.testing.assert_close(res.grads["u"], fd, rtol=1e-7, atol=1e-9)
+
+
+def test_the_ift_does_not_see_a_null_space_that_moves_with_the_hyperparameters():
+    # Inner (z^T w - 1)^2 with the input z the hyperparameter: its solution set {z^T w = 1} turns with z, and
+    # gradient descent from w0 reaches w*(z) = w0 + z (1 - z^T w0) / |z|^2. The IFT with the pseudo-inverse
+    # differentiates only along the range of H = 2 z z^T, so it misses how the projection turns: it gives
+    # -(z^T g / |z|^2) w, not the derivative of w*(z). Unrolling gradient descent from w0 sees all of it.
+    z, w0 = torch.tensor([1.0, 0.5, -0.3], dtype=D), torch.tensor([0.2, -0.4, 0.3], dtype=D)
+    target = torch.tensor([0.7, -1.2, 2.0], dtype=D)
+    response = lambda z: w0 + z * (1 - z @ w0) / (z @ z)
+    outer = lambda p, h, b: ((p["w"] - target) ** 2).sum()
+    inner = lambda p, h, b: (h["z"] @ p["w"] - 1) ** 2
+    eps = 1e-6
+    fd = torch.stack([
+        (outer({"w": response(z + eps * e)}, {}, None) - outer({"w": response(z - eps * e)}, {}, None)) / (2 * eps)
+        for e in torch.eye(3, dtype=D)
+    ])  # fmt: skip
+    w = response(z)
+    ift = hypergrad.implicit(inner, outer, {"w": w}, {"z": z}, None, None, solver=linalg.Exact()).grads["z"]
+    g = 2 * (w - target)
+    torch.testing.assert_close(ift, -(z @ g) / (z @ z) * w)
+    assert float((ift - fd).norm()) > 0.1 * float(fd.norm())
+    steps = 200
+    unrolled = hypergrad.unrolled(inner, outer, {"w": w0}, {"z": z}, [None] * steps, None,
+                                  optimizer=functional.sgd(lr=0.1), steps=steps)  # fmt: skip
+    torch.testing.assert_close(unrolled.grads["z"], fd, rtol=1e-6, atol=1e-8)

@@ -92,9 +92,13 @@ class LinearBilevel:
         left, right = torch.linalg.qr(draw(n, n))[0], torch.linalg.qr(draw(d, n))[0]
         x = left @ torch.diag(torch.linspace(1.0, spread, n, dtype=D)) @ right.T
         return LinearBilevel(
-            x=x, b=draw(n, p, scale=p**-0.5), xv=draw(m, d, scale=d**-0.5), yv=draw(m), w0=draw(d, scale=0.5),
+            x=x,
+            b=draw(n, p, scale=p**-0.5),
+            xv=draw(m, d, scale=d**-0.5),
+            yv=draw(m),
+            w0=draw(d, scale=0.5),
             u0=draw(p, scale=0.5),
-        )  # fmt: skip
+        )
 
     @functools.cached_property
     def pinv(self) -> Tensor:
@@ -177,18 +181,26 @@ def run(
     family = Targets(problem.x, problem.b, problem.u0)
     lr, momentum = outer
     trainer = BilevelTrainer(
-        net, squared_error, [family], hypergrad=strategy, inner_optimizer=inner_optimizer,
+        net,
+        squared_error,
+        [family],
+        hypergrad=strategy,
+        inner_optimizer=inner_optimizer,
         outer_optimizer=functools.partial(torch.optim.SGD, lr=lr, momentum=momentum),
-        inner_steps_per_outer=None if inner_optimizer is None else inner_steps, warm_start=warm_start,
-    )  # fmt: skip
+        inner_steps_per_outer=None if inner_optimizer is None else inner_steps,
+        warm_start=warm_start,
+    )
     trajectory: list[Tensor] = []
     train = data.Split(problem.x, torch.zeros(n, dtype=D))  # only its shape matters: the family sets the batch
     val = data.Split(problem.xv, problem.yv)
     trainer.fit(
-        data.Loader(train, n, shuffle=False), data.Loader(val, len(val), shuffle=False),
-        outer_steps=outer_steps, eval_every=outer_steps, progress=False,
+        data.Loader(train, n, shuffle=False),
+        data.Loader(val, len(val), shuffle=False),
+        outer_steps=outer_steps,
+        eval_every=outer_steps,
+        progress=False,
         callback=lambda t, r: trajectory.append(t.hparams["targets/u"].detach().clone()),
-    )  # fmt: skip
+    )
     return {"u": trajectory[-1], "w": net.weight.detach().flatten().clone(), "trajectory": trajectory}
 
 

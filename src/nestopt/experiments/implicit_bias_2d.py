@@ -20,10 +20,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nestopt import _rng, data, hparams, hypergrad
+from nestopt import data, hparams, hypergrad
 from nestopt.bilevel import BilevelTrainer
 from nestopt.experiments._implicit_bias import PAPER
 from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.nets import mlp
 from nestopt.optim import functional
 from nestopt.profile import threads
 
@@ -53,30 +54,30 @@ def two_moons(n: int, noise: float, gen: torch.Generator) -> data.Split:
     return data.Split((x - torch.tensor([0.5, 0.25])) / torch.tensor([0.87, 0.5]), y)
 
 
-def _mlp(hidden: int, seed: int) -> torch.nn.Sequential:
-    with _rng.fork(seed):
-        return torch.nn.Sequential(
-            torch.nn.Linear(2, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, hidden), torch.nn.Tanh(),
-            torch.nn.Linear(hidden, 2),
-        )  # fmt: skip
-
-
 def _solve(train: data.Split, cfg: Config, seed: int, warm_start: bool) -> dict[str, Any]:
     """One distillation run; returns the final weights' model, the points they were trained on, the path of
     the points and the trainer."""
     family = hparams.DistilledData(1, (2,), 2, init=torch.tensor([[-0.5, 0.3], [0.5, -0.3]]))
-    net = _mlp(cfg["hidden"], seed)
+    h = cfg["hidden"]
+    net = mlp([2, h, h, 2], "tanh", generator=torch.Generator().manual_seed(seed))
     trainer = BilevelTrainer(
-        net, CE, [family],
+        net,
+        CE,
+        [family],
         hypergrad=hypergrad.Unrolled(optimizer=functional.sgd(lr=cfg["inner_lr"]), steps=cfg["unroll_steps"]),
-        outer_optimizer=functools.partial(torch.optim.Adam, lr=cfg["outer_lr"]), warm_start=warm_start, seed=seed,
-    )  # fmt: skip
+        outer_optimizer=functools.partial(torch.optim.Adam, lr=cfg["outer_lr"]),
+        warm_start=warm_start,
+        seed=seed,
+    )
     path = [trainer.hparams["distilled/x"].detach().clone()]
     trainer.fit(
-        data.Loader(train, 2), data.Loader(train, len(train), shuffle=False), outer_steps=cfg["outer_steps"],
-        eval_every=cfg["outer_steps"], progress=False,
+        data.Loader(train, 2),
+        data.Loader(train, len(train), shuffle=False),
+        outer_steps=cfg["outer_steps"],
+        eval_every=cfg["outer_steps"],
+        progress=False,
         callback=lambda t, r: path.append(t.hparams["distilled/x"].detach().clone()),
-    )  # fmt: skip
+    )
     # the final weights were trained on the points as they were before the last outer update
     return {"net": net, "points": path[-2], "path": torch.stack(path), "trainer": trainer}
 
@@ -105,7 +106,9 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
                 "points": r["points"],
                 "path_length": float((r["path"][1:] - r["path"][:-1]).norm(dim=-1).sum()),
             }
-        disagreement = float((_predict(runs["cold"]["net"], test.x) != _predict(runs["warm"]["net"], test.x)).float().mean())
+        disagreement = float(
+            (_predict(runs["cold"]["net"], test.x) != _predict(runs["warm"]["net"], test.x)).float().mean()
+        )
         lo, hi = float(test.x.min()) - 0.5, float(test.x.max()) + 0.5
         axis = torch.linspace(lo, hi, cfg["grid"])
         gx, gy = torch.meshgrid(axis, axis, indexing="xy")
@@ -121,12 +124,19 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
 
 def claims(m: Metrics, cfg: Config) -> list[Claim]:
     return [
-        Claim.holds("cold start: the final classifier fits the two synthetic points it was trained on",
-                    m["cold"]["fits_its_points"]),  # fmt: skip
-        Claim.holds("warm start: the final classifier fits the two synthetic points it was trained on",
-                    m["warm"]["fits_its_points"]),  # fmt: skip
-        Claim.at_least("the two boundaries differ on the real data: share of test points they classify differently",
-                       m["disagreement_on_test"], 0.05),  # fmt: skip
+        Claim.holds(
+            "cold start: the final classifier fits the two synthetic points it was trained on",
+            m["cold"]["fits_its_points"],
+        ),
+        Claim.holds(
+            "warm start: the final classifier fits the two synthetic points it was trained on",
+            m["warm"]["fits_its_points"],
+        ),
+        Claim.at_least(
+            "the two boundaries differ on the real data: share of test points they classify differently",
+            m["disagreement_on_test"],
+            0.05,
+        ),
     ]
 
 

@@ -61,8 +61,15 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
         outer = heavy_ball(*pr.outer_curvature())
         exact = hypergrad.Implicit(solver=linalg.Exact())
         runs = {
-            name: run(pr, exact, warm_start=warm, inner_steps=cfg[f"{name}_inner_steps"],
-                      outer_steps=cfg["outer_steps"], inner_optimizer=inner, outer=outer)  # fmt: skip
+            name: run(
+                pr,
+                exact,
+                warm_start=warm,
+                inner_steps=cfg[f"{name}_inner_steps"],
+                outer_steps=cfg["outer_steps"],
+                inner_optimizer=inner,
+                outer=outer,
+            )
             for name, warm in (("cold", False), ("warm", True))
         }
         u_star = pr.min_norm()
