@@ -104,10 +104,9 @@ class LinearBilevel:
     def pinv(self) -> Tensor:
         return torch.linalg.pinv(self.x)
 
-    def closest(self, u: Tensor, start: Tensor | None = None) -> Tensor:
-        """The inner solution closest to ``start`` (default :math:`w_0`): :math:`s + X^{+}(B u - X s)`."""
-        s = self.w0 if start is None else start
-        return s + self.pinv @ (self.b @ u - self.x @ s)
+    def closest(self, u: Tensor) -> Tensor:
+        """The inner solution closest to :math:`w_0`: :math:`w_0 + X^{+}(B u - X w_0)`."""
+        return self.w0 + self.pinv @ (self.b @ u - self.x @ self.w0)
 
     @functools.cached_property
     def outer_map(self) -> tuple[Tensor, Tensor]:
