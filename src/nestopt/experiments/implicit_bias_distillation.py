@@ -26,7 +26,7 @@ import torch
 
 from nestopt import data, hparams, hypergrad, linalg
 from nestopt.bilevel import BilevelTrainer
-from nestopt.experiments._common import quiet_solvers
+from nestopt.experiments._common import solver_statuses
 from nestopt.experiments._implicit_bias import PAPER
 from nestopt.experiments.registry import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
 from nestopt.nets import mlp
@@ -71,24 +71,24 @@ def _run(d: data.Splits, cfg: Config, seed: int, warm_start: bool) -> dict[str, 
     )
     examples = data.Loader(d.train, d.num_classes, seed=seed)  # only its size matters: the family sets the batch
     test = data.Loader(d.test, len(d.test), shuffle=False)
-    with quiet_solvers():  # CG meets negative curvature now and then; the statuses are in the history
-        history = trainer.fit(
-            examples,
-            data.Loader(d.train, cfg["batch_size"], seed=seed + 1),
-            outer_steps=cfg["outer_steps"],
-            test=test,
-            eval_every=max(1, cfg["outer_steps"] // cfg["evaluations"]),
-            progress=False,
-        )
+    history = trainer.fit(
+        examples,
+        data.Loader(d.train, cfg["batch_size"], seed=seed + 1),
+        outer_steps=cfg["outer_steps"],
+        test=test,
+        eval_every=max(1, cfg["outer_steps"] // cfg["evaluations"]),
+        progress=False,
+    )
     retrained = trainer.retrain(examples, steps=cfg["inner_steps"], test=test)
     records = [r for r in history.records if "test_accuracy" in r]
     return {
         "test_accuracy": history.last("test_accuracy"),
         "retrained_test_accuracy": retrained["test_accuracy"],
         "hvp_calls": sum(history.column("hvp_calls")),
+        "solver_statuses": solver_statuses(history.column("status")),
         "inner_steps": trainer.inner_step,
         "outer_loss_first_last": [history[0]["outer_loss"], history[-1]["outer_loss"]],
-        "_curve": [(r["outer_step"], r["test_accuracy"]) for r in records],
+        "curve": [[r["outer_step"], r["test_accuracy"]] for r in records],
     }
 
 
@@ -134,7 +134,7 @@ def notes(m: Metrics, cfg: Config) -> str:
 def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, color in (("cold", "tab:blue"), ("warm", "tab:red")):
-        steps, acc = zip(*m[name]["_curve"])
+        steps, acc = zip(*m[name]["curve"])
         left.plot(steps, acc, marker="o", color=color, label=f"{name} start: the inner network")
         left.axhline(
             m[name]["retrained_test_accuracy"],
