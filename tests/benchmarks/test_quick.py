@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 import _report
+from run_all import SCRIPTS
 from tests.benchmarks.conftest import BENCHMARKS
-
-SCRIPTS = ["hypergrad_speed", "accuracy_time", "scaling", "tuning"]
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
