@@ -21,6 +21,7 @@ hook                     called
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -66,8 +67,9 @@ class Parallel:
 
 
 def resolve(parallel: Parallel | None) -> Parallel:
-    """``parallel``, or the single-process default; warns when ``torch.distributed`` runs several processes
-    and none was given (each would then train on its own)."""
+    """A copy of ``parallel`` for one trainer (its :meth:`~Parallel.setup` keeps state about it), or the
+    single-process default; warns when ``torch.distributed`` runs several processes and none was given (each
+    would then train on its own)."""
     if parallel is None:
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -82,4 +84,4 @@ def resolve(parallel: Parallel | None) -> Parallel:
         raise InvalidArgumentError(
             f"parallel must be a nestopt.bilevel.Parallel such as nestopt.distributed.DataParallel(), got {parallel!r}"
         )
-    return parallel
+    return copy.copy(parallel)

@@ -422,12 +422,12 @@ class BilevelTrainer:
             if name in self._stream_states:
                 stream.load_state_dict(self._stream_states[name])
         self._streams = streams
-        self.parallel.start(self)
         cbs = [*self.callbacks, *as_callbacks([*callbacks, *([callback] if callback is not None else [])])]
         tally = WarningTally()
         start = time.perf_counter() - (self.history.records[-1]["seconds"] if self.history.records else 0.0)
         bar = progress_bar(range(self.outer_step, outer_steps), progress)
         try:
+            self.parallel.start(self)
             for cb in cbs:
                 getattr(cb, "on_fit_start", lambda t: None)(self)
             for _ in bar:

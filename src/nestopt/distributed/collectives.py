@@ -10,6 +10,7 @@ With the NCCL backend, CPU tensors are moved to the current GPU for the collecti
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -27,23 +28,26 @@ __all__ = ["CommStats", "all_reduce_mean", "barrier", "broadcast_", "in_sync", "
 
 @dataclass(frozen=True)
 class CommStats:
-    """Collectives run by this process so far and the bytes of the buffers they carried.
+    """Collectives run by this process so far, the bytes of the buffers they carried, and the seconds spent in
+    them.
 
     ``bytes`` is the payload (the buffer each rank hands in); a ring all-reduce moves about
-    ``2 (R - 1) / R`` times that over each rank's link.
+    ``2 (R - 1) / R`` times that over each rank's link. ``seconds`` includes the time spent waiting for the
+    slowest rank to arrive (with NCCL, only the time to enqueue the collective).
     """
 
     collectives: int = 0
     bytes: int = 0
+    seconds: float = 0.0
 
     def __add__(self, other: CommStats) -> CommStats:
-        return CommStats(self.collectives + other.collectives, self.bytes + other.bytes)
+        return CommStats(self.collectives + other.collectives, self.bytes + other.bytes, self.seconds + other.seconds)
 
     def __sub__(self, other: CommStats) -> CommStats:
-        return CommStats(self.collectives - other.collectives, self.bytes - other.bytes)
+        return CommStats(self.collectives - other.collectives, self.bytes - other.bytes, self.seconds - other.seconds)
 
 
-_totals = {"collectives": 0, "bytes": 0}
+_totals: dict[str, float] = {"collectives": 0, "bytes": 0, "seconds": 0.0}
 
 
 def stats() -> CommStats:
@@ -55,7 +59,7 @@ def stats() -> CommStats:
         >>> (distributed.stats() - before).collectives
         0
     """
-    return CommStats(_totals["collectives"], _totals["bytes"])
+    return CommStats(int(_totals["collectives"]), int(_totals["bytes"]), _totals["seconds"])
 
 
 def _world_size() -> int:
@@ -70,9 +74,10 @@ def _comm_device(t: Tensor) -> torch.device:
 
 def _run(kind: str, buf: Tensor, op: Callable[[Tensor], object]) -> Tensor:
     """Run ``op`` on ``buf`` (moved to the backend's device and back), counting it and naming a failed peer."""
-    n = _totals["collectives"] + 1
+    n = int(_totals["collectives"]) + 1
     what = f"{kind} #{n} ({buf.numel()} {str(buf.dtype).removeprefix('torch.')} values)"
     device = _comm_device(buf)
+    start = time.perf_counter()
     work = buf if buf.device == device else buf.to(device)
     try:
         op(work)
@@ -83,6 +88,7 @@ def _run(kind: str, buf: Tensor, op: Callable[[Tensor], object]) -> Tensor:
         raise
     _totals["collectives"] = n
     _totals["bytes"] += buf.numel() * buf.element_size()
+    _totals["seconds"] += time.perf_counter() - start
     return work if work.device == buf.device else work.to(buf.device)
 
 

@@ -15,8 +15,8 @@ of the ranks' losses. The two modes differ in what they average:
     :math:`\\partial_{\\lambda w} L\\, H^{-1} \\nabla_w L^{out}`: the estimate is biased, and its error does not
     shrink with more steps. Cheap, and labelled ``"biased": True`` in the diagnostics.
 
-Results carry ``info.extra["distributed"] = {"mode", "biased", "world_size", "collectives", "bytes"}``: the
-collectives this hypergradient ran and the bytes of their buffers.
+Results carry ``info.extra["distributed"] = {"mode", "biased", "world_size", "collectives", "bytes",
+"seconds"}``: the collectives this hypergradient ran, the bytes of their buffers and the seconds spent in them.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def _finish(result: HypergradResult, mode: str, reducer: _Spent) -> HypergradRes
         "world_size": world().world_size,
         "collectives": spent.collectives,
         "bytes": spent.bytes,
+        "seconds": spent.seconds,
     }
     return result
 
@@ -157,9 +158,8 @@ class DataParallel(Parallel):
         self.mode: Mode = one_of("mode", mode, MODES)
         here = world()
         self.rank, self.world_size, self.is_writer = here.rank, here.world_size, here.is_main
-        self._reducer = _Spent()
-        self.hypergrad_reduce = self._reducer if mode == "exact" else None
         self.eval_reduce = all_reduce_mean
+        self._reducer = _Spent()
         self._wrapped = False
         self._trainer: BilevelTrainer | None = None
 
@@ -182,6 +182,8 @@ class DataParallel(Parallel):
             )
         self._wrapped = isinstance(trainer.model, torch.nn.parallel.DistributedDataParallel)
         self._trainer = trainer
+        self._reducer = _Spent()  # this trainer's (the trainer works on its own copy of this object)
+        self.hypergrad_reduce = self._reducer if self.mode == "exact" else None
 
     def start(self, trainer: BilevelTrainer) -> None:
         if self.world_size == 1:

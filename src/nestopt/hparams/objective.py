@@ -178,8 +178,9 @@ class Objective:
 
     Args:
         model: the network; it is called through ``torch.func.functional_call`` with the parameter tree and
-            its buffers (a ``DistributedDataParallel`` model: see the module docstring). A model whose ``forward(x, hparams)`` takes the hyperparameter tree (a best-response
-            model) sets the attribute ``conditions_on_hparams = True``.
+            its buffers (a ``DistributedDataParallel`` model: see the module docstring). A model whose
+            ``forward(x, hparams)`` takes the hyperparameter tree (a best-response model) sets the attribute
+            ``conditions_on_hparams = True``.
         criterion: ``criterion(outputs, targets)``: a function such as ``torch.nn.functional.cross_entropy``
             (it should accept ``reduction="none"``, as torch's do) or a loss module such as
             ``torch.nn.CrossEntropyLoss()``.

@@ -53,7 +53,7 @@ def counted(reduce: Reduce | None) -> CountedReduce:
         raise InvalidArgumentError(
             f"reduce must be a function tree -> tree such as nestopt.distributed.all_reduce_mean, got {reduce!r}"
         )
-    return reduce if isinstance(reduce, CountedReduce) else CountedReduce(reduce)
+    return CountedReduce(reduce)
 
 
 def reduced_operator(op: LinearOperator, reduce: CountedReduce) -> LinearOperator:
