@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["hypergrad_speed", "accuracy_time", "scaling", "tuning", "optimizer_step"]
+SCRIPTS = ["hypergrad_speed", "accuracy_time", "scaling", "tuning", "optimizer_step", "distributed"]
 DOCS = HERE.parent / "docs" / "benchmarks.md"
 INTRO = HERE / "docs_intro.md"
 
