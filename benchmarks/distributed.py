@@ -4,18 +4,21 @@ Weak scaling: every rank holds its own batch of 128 examples (2 ranks see twice 
 40-h-h-10 with one weight decay per parameter (float32, synthetic data), and computes one implicit
 hypergradient with Neumann(K) in the ``"exact"`` mode (``K + 1`` all-reduces of the parameter count ``P`` and
 one of the hyperparameter count) and in the biased ``"local"`` mode (one all-reduce of the hyperparameters).
+One process is rank 0 computing alone (the other rank waiting at a barrier); the three configurations are
+timed in alternation in one 2-process launch, so that the load of a shared machine hits them alike.
 
 The cost model is the ring all-reduce, ``t(n bytes, R ranks) = 2 (R - 1) a + 2 (R - 1) / R * n / B``, with
 the latency ``a`` and bandwidth ``B`` fitted to an all-reduce sweep on 2 processes here (gloo over loopback);
 it predicts the 2-process hypergradient as ``T(1) + (K + 1) t(4P) + t(4|lambda|)``, which is checked against
-the measurement, and projects 8 and 64 GPUs from the same volume with a stated interconnect: NVLink inside
+the measurement, and the communication alone (the exact mode's time minus the local mode's, timed in
+alternation on the same 2 processes) against ``(K + 1) t(4P)``. It projects 8 and 64 GPUs from the same volume with a stated interconnect: NVLink inside
 one node (8 GPUs) and InfiniBand across 8 nodes (64 GPUs). Under weak scaling a rank's compute stays ``T(1)``;
 the projection uses the compute time measured here (this CPU), and lists the communication alone, which a
 reader can add to their own device's compute time.
 
     python benchmarks/distributed.py [--quick] [--repeats 7] [--steps 10]
 
-It launches itself with ``torchrun --standalone --nproc_per_node=N`` (N = 1, 2).
+It launches itself with ``torchrun --standalone --nproc_per_node=2``.
 """
 
 from __future__ import annotations
@@ -62,20 +65,35 @@ def problem(hidden: int, rank: int) -> tuple[Any, dict[str, torch.Tensor], dict[
     return obj, params, obj.init_hparams(), (d.train.x[part], d.train.y[part]), (d.val.x[part], d.val.y[part])
 
 
-def hypergradient_times(problem_: tuple[Any, ...], mode: str, steps: int, repeats: int) -> tuple[Any, list[float]]:
-    """One warm-up, then ``repeats`` timed hypergradients, every one started by all ranks together."""
-    from nestopt import distributed, linalg
+def interleaved_times(problem_: tuple[Any, ...], steps: int, repeats: int) -> dict[str, Any]:
+    """Time three configurations in alternation, so that the machine's load hits them alike: ``"single"``
+    (rank 0 alone, no reduction, the other rank waiting), ``"exact"`` and ``"local"`` (every rank). One
+    warm-up of each, then ``repeats`` rounds; every hypergradient starts after a barrier."""
+    from nestopt import distributed, hypergrad, linalg
 
     obj, w, h, inner, outer = problem_
     solver = linalg.Neumann(steps=steps, alpha=0.01)
-    res = distributed.implicit(obj.inner_loss, obj.outer_loss, w, h, inner, outer, mode=mode, solver=solver)
-    times = []
+    rank = distributed.world().rank
+
+    def run(mode: str) -> Any:
+        if mode == "single":
+            return (
+                hypergrad.implicit(obj.inner_loss, obj.outer_loss, w, h, inner, outer, solver=solver)
+                if rank == 0
+                else None
+            )
+        return distributed.implicit(obj.inner_loss, obj.outer_loss, w, h, inner, outer, mode=mode, solver=solver)
+
+    modes = ("single", "exact", "local")
+    last = {mode: run(mode) for mode in modes}
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(repeats):
-        distributed.barrier()
-        start = time.perf_counter()
-        res = distributed.implicit(obj.inner_loss, obj.outer_loss, w, h, inner, outer, mode=mode, solver=solver)
-        times.append(time.perf_counter() - start)
-    return res, times
+        for mode in modes:
+            distributed.barrier()
+            start = time.perf_counter()
+            last[mode] = run(mode)
+            times[mode].append(time.perf_counter() - start)
+    return {mode: (last[mode], times[mode]) for mode in modes}
 
 
 def worker(out: Path, widths: list[int], steps: int, repeats: int) -> None:
@@ -84,22 +102,21 @@ def worker(out: Path, widths: list[int], steps: int, repeats: int) -> None:
     torch.set_num_threads(1)
     here = distributed.init(timeout=120)
     rows = []
-    modes = ["exact", "local"] if here.world_size > 1 else ["exact"]
     for hidden in widths:
         prob = problem(hidden, here.rank)
-        for mode in modes:
-            res, times = hypergradient_times(prob, mode, steps, repeats)
+        for mode, (res, times) in interleaved_times(prob, steps, repeats).items():
             median = statistics.median(times)
-            comm = res.info.extra["distributed"]
+            comm = res.info.extra.get("distributed", {}) if res is not None else {}
             rows.append({
                 "hidden": hidden, "params": sum(v.numel() for v in prob[1].values()),
-                "hparams": sum(v.numel() for v in prob[2].values()), "ranks": here.world_size, "mode": mode,
-                "steps": steps, "seconds": median, "min_seconds": min(times), "spread": (max(times) - min(times)) / median,
-                "collectives": comm["collectives"], "bytes": comm["bytes"], "collective_seconds": comm["seconds"],
-                "status": "ok",
+                "hparams": sum(v.numel() for v in prob[2].values()), "ranks": 1 if mode == "single" else 2,
+                "mode": "exact" if mode == "single" else mode, "steps": steps, "seconds": median,
+                "min_seconds": min(times), "spread": (max(times) - min(times)) / median,
+                "collectives": comm.get("collectives", 0), "bytes": comm.get("bytes", 0),
+                "collective_seconds": comm.get("seconds", 0.0), "status": "ok",
             })  # fmt: skip
     sweep = []
-    if here.world_size > 1:
+    if here.world_size > 1:  # the all-reduce alone
         for n in SWEEP:
             buf = {"x": torch.ones(n // 4)}
             times = []
@@ -108,7 +125,7 @@ def worker(out: Path, widths: list[int], steps: int, repeats: int) -> None:
                 start = time.perf_counter()
                 distributed.all_reduce_mean(buf)
                 times.append(time.perf_counter() - start)
-            sweep.append({"bytes": n, "seconds": statistics.median(times)})
+            sweep.append({"bytes": n, "seconds": statistics.median(times), "min_seconds": min(times)})
     if here.is_main:
         out.write_text(json.dumps({"rows": rows, "sweep": sweep}))
     if here.world_size > 1:
@@ -169,16 +186,27 @@ def main() -> None:
     env = environment(args.threads)
     widths = QUICK_WIDTHS if args.quick else WIDTHS
     repeats = 2 if args.quick else args.repeats
-    one, two = launch(1, widths, args.steps, repeats), launch(2, widths, args.steps, repeats)
+    two = launch(2, widths, args.steps, repeats)
+    one = {"rows": [r for r in two["rows"] if r["ranks"] == 1]}
+    two["rows"] = [r for r in two["rows"] if r["ranks"] == 2]
     latency, bandwidth = fit(two["sweep"])
+    checks: list[dict[str, Any]] = []
     rows = []
     for base in one["rows"]:
         rows.append({**base, "predicted_seconds": base["seconds"], "comm_seconds": 0.0})
-        for row in (r for r in two["rows"] if r["hidden"] == base["hidden"]):
+        pair = {r["mode"]: r for r in two["rows"] if r["hidden"] == base["hidden"]}
+        for row in pair.values():
             predicted = comm_time(row, 2, latency, bandwidth)
             rows.append({**row, "comm_seconds": predicted, "predicted_seconds": base["seconds"] + predicted,
-                         "prediction_error": (base["seconds"] + predicted) / row["seconds"] - 1,
-                         "prediction_error_min": (base["min_seconds"] + predicted) / row["min_seconds"] - 1})  # fmt: skip
+                         "prediction_error": (base["seconds"] + predicted) / row["seconds"] - 1})  # fmt: skip
+        # the communication alone: the exact mode's extra time over the local mode, both on 2 ranks
+        extra_model = comm_time(pair["exact"], 2, latency, bandwidth) - comm_time(pair["local"], 2, latency, bandwidth)
+        checks.append({
+            "hidden": base["hidden"], "params": base["params"], "model_seconds": extra_model,
+            "measured_seconds": pair["exact"]["seconds"] - pair["local"]["seconds"],
+            "measured_min_seconds": pair["exact"]["min_seconds"] - pair["local"]["min_seconds"],
+            "compute_slowdown": pair["local"]["seconds"] / base["seconds"],
+        })  # fmt: skip
     projections = []
     for base in one["rows"]:
         for ranks, link in STATED.items():
@@ -206,26 +234,38 @@ def main() -> None:
         "# Data-parallel hypergradients: measured on 1 and 2 processes, projected to 8 and 64 GPUs",
         "",
         f"MLP 40-h-h-10, one weight decay per parameter, {PER_RANK_BATCH} examples per rank (weak scaling), "
-        f"float32, Neumann K = {args.steps}; median of {repeats}; gloo over loopback on this machine. {env_line(env)}",
+        f"float32, Neumann K = {args.steps}; median and fastest of {repeats}; gloo over loopback on this machine; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start. {env_line(env)}",
         "",
-        "| h | P | ranks | mode | collectives | MB all-reduced | measured ms | in collectives ms | model ms "
-        "| model comm ms | model error (median) | model error (fastest run) |",
+        "| h | P | ranks | mode | collectives | MB all-reduced | measured ms | fastest ms | in collectives ms "
+        "| model ms | model comm ms | model error |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         err = f"{100 * r['prediction_error']:+.0f}%" if "prediction_error" in r else ""
-        err_min = f"{100 * r['prediction_error_min']:+.0f}%" if "prediction_error_min" in r else ""
         md.append(f"| {r['hidden']} | {r['params']:,} | {r['ranks']} | {r['mode']} | {r['collectives']} | "
-                  f"{r['bytes'] / 1e6:.2f} | {1e3 * r['seconds']:.1f} | {1e3 * r['collective_seconds']:.1f} | "
-                  f"{1e3 * r['predicted_seconds']:.1f} | {1e3 * r['comm_seconds']:.1f} | {err} | {err_min} |")  # fmt: skip
+                  f"{r['bytes'] / 1e6:.2f} | {1e3 * r['seconds']:.1f} | {1e3 * r['min_seconds']:.1f} | "
+                  f"{1e3 * r['collective_seconds']:.1f} | {1e3 * r['predicted_seconds']:.1f} | "
+                  f"{1e3 * r['comm_seconds']:.1f} | {err} |")  # fmt: skip
     md += [
         "",
         f"All-reduce fitted on 2 processes here: latency {1e6 * latency:.0f} µs per ring step, bandwidth "
         f"{bandwidth / 1e9:.2f} GB/s. Model: `T(R) = T(1) + (K + 1) t(4P, R) + t(4|λ|, R)` (exact), "
         '`T(1) + t(4|λ|, R)` (local), `t(n, R) = 2(R-1) a + 2(R-1)/R n / B` (ring). "In collectives" is rank '
-        "0's time inside them, waiting for the other rank included: the model's communication is its lower bound; "
-        "the rest is the ranks arriving at different times (every collective of the exact mode is a "
-        "synchronization point; the local mode has one).",
+        "0's time inside them for the last hypergradient, waiting for the other rank included.",
+        "",
+        "The communication alone, exact minus local on 2 processes (timed in alternation, so that both see the "
+        "same load), against the model's `(K + 1) t(4P, 2)`; and how much slower a rank computes when 2 run "
+        "(local mode on 2 processes over 1 process), which the model assumes is 1 (weak scaling):",
+        "",
+        "| h | P | model ms | measured ms (median) | measured ms (fastest) | compute slowdown with 2 processes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in checks:
+        md.append(f"| {c['hidden']} | {c['params']:,} | {1e3 * c['model_seconds']:.1f} | "
+                  f"{1e3 * c['measured_seconds']:.1f} | {1e3 * c['measured_min_seconds']:.1f} | "
+                  f"{c['compute_slowdown']:.2f} |")  # fmt: skip
+    md += [
         "",
         f"Projection (stated interconnects: {links}; compute per rank = the 1-process time measured here):",
         "",
@@ -237,7 +277,7 @@ def main() -> None:
         eff = "" if r["efficiency"] is None else f"{r['efficiency']:.2f}"
         md.append(f"| {r['params']:,} | {r['ranks']} | {r['mode']} | {size(r['allreduce_bytes'])} | "
                   f"{1e3 * r['comm_seconds']:.2f} | {total} | {eff} |")  # fmt: skip
-    result = {"benchmark": "distributed", "environment": env, "rows": rows, "sweep": two["sweep"],
+    result = {"benchmark": "distributed", "environment": env, "rows": rows, "checks": checks, "sweep": two["sweep"],
               "fit": {"latency_s": latency, "bandwidth_Bps": bandwidth}, "stated": STATED,
               "projections": projections}  # fmt: skip
     write(args.out, "distributed", result, md)
