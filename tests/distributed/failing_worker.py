@@ -26,7 +26,8 @@ def main() -> None:
         if here.rank == 1 and record["outer_step"] == FAIL_AT:
             print(f"FAILING AT {time.time()!r}", flush=True)
             if how == "raise":
-                raise ValueError(f"injected failure at outer step {FAIL_AT}")
+                # a RuntimeError that speaks of timeouts: still this rank's own failure, not a peer's
+                raise RuntimeError(f"injected failure at outer step {FAIL_AT}: the socket timed out")
             time.sleep(10 * timeout)  # hangs, until the test kills it
 
     train, val, _ = P.loaders(P.WORLD)

@@ -25,9 +25,9 @@ from nestopt.errors import RankFailedError
 __all__ = ["diagnose", "guard", "raise_if_peer_failed", "report"]
 
 _FAILED = "nestopt/failed/"
-_ARRIVED = "nestopt/stalled/"
+_ARRIVED = "nestopt/arrived/"
 _GRACE = 2.0  # seconds the ranks that arrived wait for each other's marks after a timeout
-_COMM_MARKERS = ("gloo", "nccl", "connection", "timed out", "timeout", "socket", "peer", "closed")
+_COMM_MARKERS = ("gloo", "nccl", "c10d", "connection closed by peer")  # what the backends' errors say
 
 
 def _group() -> tuple[Any, int, int] | None:
@@ -94,6 +94,12 @@ def diagnose(error: BaseException, what: str) -> RankFailedError | None:
             if not failures:
                 arrived = {rank, *_marked(store, _ARRIVED, range(world_size), rank)}
                 missing = [r for r in range(world_size) if r not in arrived]
+                if not missing:
+                    return RankFailedError(
+                        f"every rank reached a collective but they did not complete (the ranks ran different "
+                        f"sequences of collectives, or the network failed); rank {rank} was in {what} and got "
+                        f"{_summary(error)}"
+                    )
                 return RankFailedError(
                     f"rank(s) {missing} did not reach {what} with rank {rank} (they crashed without a report, hang, "
                     f"or ran a different sequence of collectives); rank {rank} got {_summary(error)}"
