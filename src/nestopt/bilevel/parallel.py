@@ -5,18 +5,18 @@ each of them does nothing. :class:`nestopt.distributed.DataParallel` implements 
 ``torch.distributed`` (hyperparameters broadcast and averaged gradients, reduced evaluations, checkpoints
 written by rank 0, failures that name the rank).
 
-=======================  ==============================================================================
-hook                     called
-=======================  ==============================================================================
-:meth:`setup`            once, when the trainer is built: refuse what cannot run data-parallel
-:meth:`start`            at the start of every ``fit`` (after a resume): make every rank's state rank 0's
-:meth:`sync_step`        in every inner step, after ``backward`` and before the optimizer's step
-:attr:`hypergrad_reduce` handed to the strategy as :attr:`nestopt.hypergrad.Problem.reduce`
-:meth:`finish`           on every hypergradient, before the outer optimizer's step
-:attr:`eval_reduce`      combines the evaluation sums of the ranks
-:attr:`is_writer`        whether this process writes checkpoints; :meth:`barrier` after each write
-:meth:`failed`           when ``fit`` raises: name the rank that failed, or report this one
-=======================  ==============================================================================
+========================  ===============================================================================
+hook                      called
+========================  ===============================================================================
+:meth:`setup`             once, when the trainer is built: refuse what cannot run data-parallel
+:meth:`start`             at the start of every ``fit`` (after a resume): every rank takes rank 0's state
+:meth:`sync_step`         in every inner step, after ``backward`` and before the optimizer's step
+:attr:`hypergrad_reduce`  handed to the strategy as :attr:`nestopt.hypergrad.Problem.reduce`
+:meth:`finish`            on every hypergradient, before the outer optimizer's step
+:attr:`eval_reduce`       combines the evaluation sums of the ranks
+:attr:`is_writer`         whether this process writes checkpoints; :meth:`barrier` after each write
+:meth:`failed`            when ``fit`` raises: name the rank that failed, or report this one
+========================  ===============================================================================
 """
 
 from __future__ import annotations

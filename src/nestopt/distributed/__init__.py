@@ -6,17 +6,17 @@ gradient in the weights, every Hessian-vector product of the linear solve, and t
 all-reduces of the weights' size and one of the hyperparameters' per ``K``-product solve); the cheap
 ``"local"`` mode averages only the ranks' own hypergradients, a biased estimate (:mod:`.parallel`).
 
-=================================  =====================================================================
-:func:`init`, :func:`world`        start the process group ``torchrun`` describes (gloo on CPU, NCCL on GPUs)
-:func:`all_reduce_mean`            the mean of a tree over the ranks: ``hypergrad.implicit(..., reduce=...)``
+===================================  ==========================================================================
+:func:`init`, :func:`world`          start the process group ``torchrun`` describes (gloo on CPU, NCCL on GPUs)
+:func:`all_reduce_mean`              the mean of a tree over the ranks: ``hypergrad.implicit(..., reduce=...)``
 :func:`broadcast_`, :func:`in_sync`  rank 0's values everywhere; whether every rank holds the same bits
-:func:`stats`                      collectives run and bytes they carried
-:func:`implicit`                   the data-parallel hypergradient in ``mode="exact"`` or ``"local"``
-:class:`DataParallel`              ``BilevelTrainer(..., parallel=DataParallel())``: the whole training loop
-:class:`ShardedLoader`             this rank's part of every batch of a :class:`nestopt.data.Loader`
-:class:`EpochLoader`               a ``DataLoader`` with a ``DistributedSampler``, resumable by epoch
-:func:`guard`                      a failing rank ends the others with an error that names it
-=================================  =====================================================================
+:func:`barrier`, :func:`stats`       wait for every rank; collectives run, bytes carried, seconds spent
+:func:`implicit`                     the data-parallel hypergradient in ``mode="exact"`` or ``"local"``
+:class:`DataParallel`                ``BilevelTrainer(..., parallel=DataParallel())``: the whole training loop
+:class:`ShardedLoader`               this rank's part of every batch of a :class:`nestopt.data.Loader`
+:class:`EpochLoader`                 a ``DataLoader`` with a ``DistributedSampler``, resumable by epoch
+:func:`guard`                        a failing rank ends the others with an error that names it
+===================================  ==========================================================================
 
 In a plain ``python`` process everything here is the single-process identity, so one script runs both ways.
 See ``docs/distributed.md`` and ``examples/distributed_bilevel.py``.
