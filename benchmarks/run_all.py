@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["hypergrad_speed", "accuracy_time", "scaling", "tuning", "optimizer_step"]
+SCRIPTS = ["hypergrad_speed", "accuracy_time", "scaling", "tuning", "optimizer_step", "curvature", "distributed"]
 DOCS = HERE.parent / "docs" / "benchmarks.md"
 RESULTS = HERE / "results"
 INTRO = HERE / "docs_intro.md"
