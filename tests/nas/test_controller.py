@@ -120,7 +120,7 @@ def test_reinforce_finds_the_known_optimum_of_a_bandit() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    probs = ctrl.evaluate(_all_tokens()).log_prob.exp()
+    probs = ctrl.evaluate(_all_tokens()).log_prob.detach().exp()
     assert p_before < 0.1
     assert int(probs.argmax()) == 17 and float(probs[17]) > 0.9
 
@@ -188,3 +188,21 @@ def test_memory_buffer_bad_input() -> None:
         nas.ENASConfig(memory=True, buffer_start=5, supervised_start=5)
     with pytest.raises(InvalidArgumentError, match="below the sample size"):
         nas.ENASConfig(memory=True, capacity=10, sample_size=20)
+
+
+def test_conditioning_and_spread_vanish_when_the_controller_ignores_its_inputs() -> None:
+    ctrl = _controller()
+    out = ctrl.sample(200, generator=torch.Generator().manual_seed(5))
+    assert out.conditioning() > 0.01 and nas.relative_spread(out.hidden.detach()) > 0.01
+    with torch.no_grad():
+        ctrl.embedding.weight.zero_()  # every input is the same: the policy cannot depend on the past
+    out = ctrl.sample(200, generator=torch.Generator().manual_seed(5))
+    assert out.conditioning() < 1e-12 and nas.relative_spread(out.hidden.detach()) < 1e-12
+    # the exact per-step conditionals of the zero-input controller are the product of the step marginals
+    probs = ctrl.evaluate(_all_tokens()).log_prob.detach().exp()
+    marginals = [p[0] for p in out.probs]
+    product = torch.tensor([
+        float(torch.prod(torch.stack([marginals[t][tok] for t, tok in enumerate(SPACE.encode(a))])))
+        for a in SPACE.enumerate()
+    ], dtype=torch.float64)  # fmt: skip
+    torch.testing.assert_close(probs, product)

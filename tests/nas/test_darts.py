@@ -101,10 +101,14 @@ def test_architecture_weights_shapes_and_derive() -> None:
     logits = {"architecture/node0": torch.tensor([0.0, 2.0, 1.0]),
               "architecture/node1": torch.tensor([[3.0, 0.0, 0.0]]),
               "architecture/node2": torch.tensor([[0.0, 0.0, 1.0], [0.0, 4.0, 0.0]])}  # fmt: skip
-    assert str(family.derive(logits)) == "relu | 0>tanh | 1>relu"
+    assert str(family.derive(logits)) == "relu, 0>tanh, 1>relu"
     probs = family.probabilities(logits)
     assert [tuple(p.shape) for p in probs] == [(3,), (1, 3), (2, 3)]
     assert all(float(p.sum()) == pytest.approx(1.0) for p in probs)
+    with pytest.raises(
+        InvalidArgumentError, match="no architecture logits for node 0: expected the key 'architecture/node0'"
+    ):
+        family.derive({"other/node0": torch.zeros(3)})
 
 
 @pytest.mark.parametrize("order", ["first", "second", "implicit"])

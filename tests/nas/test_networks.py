@@ -33,7 +33,7 @@ def test_supernet_child_equals_a_standalone_network_with_the_same_weights(f64: t
 
 def test_child_holds_copies_and_reads_only_its_connections(f64: torch.dtype) -> None:
     net = _supernet()
-    arch = SPACE.parse("relu | 0>tanh | 0>sigmoid | 2>identity")
+    arch = SPACE.parse("relu, 0>tanh, 0>sigmoid, 2>identity")
     child = net.child(arch)
     with torch.no_grad():
         child.stem.weight.add_(1.0)
@@ -49,7 +49,7 @@ def test_child_holds_copies_and_reads_only_its_connections(f64: torch.dtype) -> 
 
 def test_forward_pass_by_hand(f64: torch.dtype) -> None:
     net = _supernet()
-    arch = SPACE.parse("tanh | 0>relu | 1>sigmoid | 1>identity")
+    arch = SPACE.parse("tanh, 0>relu, 1>sigmoid, 1>identity")
     x = torch.randn(3, 6)
     n0 = torch.tanh(x @ net.stem.weight.T + net.stem.bias)
     e = {k: (m.weight, m.bias) for k, m in net.edges.items()}
@@ -104,6 +104,6 @@ def test_bad_input() -> None:
         net(torch.randn(4, 6), "relu")
     other = nas.CellSpace(nodes=4, ops=("tanh", "relu"))
     with pytest.raises(InvalidArgumentError, match="operation 'sigmoid' is not in the space"):
-        nas.CellNetwork(other, SPACE.parse("sigmoid | 0>tanh | 0>tanh | 0>tanh"), 6, 3, 5)
+        nas.CellNetwork(other, SPACE.parse("sigmoid, 0>tanh, 0>tanh, 0>tanh"), 6, 3, 5)
     with pytest.raises(InvalidArgumentError, match="width must be a positive integer, got 0"):
         nas.Supernet(SPACE, in_features=6, num_classes=3, width=0)

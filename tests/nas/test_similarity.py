@@ -14,8 +14,8 @@ SPACE = nas.CellSpace(nodes=4, ops=("tanh", "relu", "sigmoid"))
 
 
 def test_similarities_by_hand() -> None:
-    a = SPACE.parse("relu | 0>tanh | 1>relu | 1>relu")
-    b = SPACE.parse("tanh | 0>relu | 0>relu | 1>sigmoid")
+    a = SPACE.parse("relu, 0>tanh, 1>relu, 1>relu")
+    b = SPACE.parse("tanh, 0>relu, 0>relu, 1>sigmoid")
     assert nas.shared_activations(a, b) == 1  # node 2: relu
     assert nas.activations_in_common(a, b) == 3  # a: relu x3, tanh; b: tanh, relu x2, sigmoid
     assert nas.shared_connections(a, b) == 2  # (0, 1) and (1, 3)

@@ -41,7 +41,7 @@ def test_token_layout_follows_enas() -> None:
     arch = space.make(["relu", "tanh", "tanh", "relu"], [0, 1, 0])
     assert space.encode(arch) == (1, 0, 0, 1, 0, 0, 1)
     assert arch.edges == ((0, 1), (1, 2), (0, 3))
-    assert str(arch) == "relu | 0>tanh | 1>tanh | 0>relu"
+    assert str(arch) == "relu, 0>tanh, 1>tanh, 0>relu"
 
 
 def test_uniform_sampling_covers_the_space_evenly() -> None:
@@ -65,7 +65,7 @@ def test_a_node_without_a_valid_previous_node_is_named() -> None:
     with pytest.raises(InvalidArgumentError, match=r"token 3 \(previous node of node 2\) must be in 0..1, got 2"):
         space.decode([0, 0, 1, 2, 0])
     with pytest.raises(InvalidArgumentError, match="node 2 has no valid previous node"):
-        space.parse("relu | 0>tanh | 5>relu")
+        space.parse("relu, 0>tanh, 5>relu")
 
 
 def test_an_operation_not_in_the_space_is_named() -> None:
@@ -77,7 +77,7 @@ def test_an_operation_not_in_the_space_is_named() -> None:
     ):
         space.make(["sigmoid", "tanh"], [0])
     with pytest.raises(InvalidArgumentError, match="operation 'gelu' is not in the space"):
-        space.parse("gelu | 0>tanh")
+        space.parse("gelu, 0>tanh")
 
 
 @pytest.mark.parametrize(
@@ -92,8 +92,8 @@ def test_an_operation_not_in_the_space_is_named() -> None:
             lambda: nas.CellSpace(nodes=2).check(nas.Architecture(("relu",), ())),
             "has 1 nodes but the space's cells have 2",
         ),
-        (lambda: nas.CellSpace(nodes=1).parse("relu, tanh"), "operation 'relu, tanh' is not in the space"),
-        (lambda: nas.CellSpace(nodes=2).parse("relu | x>tanh"), "cannot read an architecture"),
+        (lambda: nas.CellSpace(nodes=1).parse("relu | tanh"), "operation 'relu | tanh' is not in the space"),
+        (lambda: nas.CellSpace(nodes=2).parse("relu, x>tanh"), "cannot read an architecture"),
     ],
 )
 def test_bad_input_raises_named_errors(call, match: str) -> None:

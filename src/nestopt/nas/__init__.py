@@ -14,6 +14,7 @@ similarity measures            :func:`shared_activations`, :func:`shared_connect
 :class:`Controller`            ENAS's LSTM policy over architectures
 :func:`reinforce_loss`         REINFORCE with a :class:`MovingAverage` baseline and an entropy bonus
 :class:`MemoryBuffer`          past architectures, for the :func:`supervised_loss` of Adam & Lorraine
+:func:`analyse_controller`     hidden-state spread, Spearman correlation with graph similarity, conditioning
 :func:`random_search`          random search with weight sharing (Li & Talwalkar, 2019)
 :func:`enas`                   ENAS with weight sharing, optionally with the memory buffer
 :func:`darts`                  DARTS: :class:`ArchitectureWeights` as hyperparameters of a BilevelTrainer
@@ -36,6 +37,7 @@ References:
     Li & Talwalkar, "Random Search and Reproducibility for Neural Architecture Search", UAI 2019.
 """
 
+from nestopt.nas.analysis import ControllerAnalysis, analyse_controller
 from nestopt.nas.buffer import MemoryBuffer
 from nestopt.nas.controller import Controller, Rollout
 from nestopt.nas.darts import ArchitectureWeights, DartsConfig, DartsResult, FirstOrder, darts
@@ -64,6 +66,7 @@ __all__ = [
     "CellNetwork",
     "CellSpace",
     "Controller",
+    "ControllerAnalysis",
     "DartsConfig",
     "DartsResult",
     "ENASConfig",
@@ -79,6 +82,7 @@ __all__ = [
     "TrainBudget",
     "accuracy",
     "activations_in_common",
+    "analyse_controller",
     "darts",
     "embedding_correlation",
     "enas",

@@ -49,12 +49,22 @@ class Rollout:
         log_prob: ``(n,)`` log-probability of each sequence (differentiable).
         entropy: ``(n,)`` sum over the steps of the policy's entropy given the earlier tokens (differentiable).
         hidden: ``(n, hidden)`` the LSTM's hidden state after reading the whole sequence.
+        probs: for every step, the ``(n, choices)`` policy given each sequence's earlier tokens (detached).
     """
 
     tokens: Tensor
     log_prob: Tensor
     entropy: Tensor
     hidden: Tensor
+    probs: list[Tensor]
+
+    def conditioning(self) -> float:
+        """How much the policy depends on the earlier decisions: over the steps with a choice, the mean total
+        variation distance between each sequence's step distribution and their average,
+        :math:`\\overline{\\tfrac12 \\|\\pi_t(\\cdot | a^k_{<t}) - \\bar\\pi_t\\|_1}` (0 for a policy that ignores
+        its past; at most 1)."""
+        tv = [0.5 * (p - p.mean(0)).abs().sum(-1).mean() for p in self.probs if p.shape[-1] > 1]
+        return float(torch.stack(tv).mean()) if tv else 0.0
 
 
 class Controller(nn.Module):
@@ -111,7 +121,7 @@ class Controller(nn.Module):
         state = (x, x)
         log_prob = torch.zeros(n, dtype=like.dtype, device=like.device)
         entropy = torch.zeros_like(log_prob)
-        chosen = []
+        chosen, probs = [], []
         for t in range(self.space.num_tokens):
             state = self.lstm(x, state)
             logp = torch.log_softmax(self.step_logits(state[0], t), dim=-1)
@@ -122,9 +132,10 @@ class Controller(nn.Module):
             log_prob = log_prob + logp.gather(1, tok.unsqueeze(1)).squeeze(1)
             entropy = entropy - (logp.exp() * logp).sum(-1)
             chosen.append(tok)
+            probs.append(logp.detach().exp())
             x = self.embedding(tok + self.offsets[t])
         hidden, _ = self.lstm(x, state)
-        return Rollout(torch.stack(chosen, dim=1), log_prob, entropy, hidden)
+        return Rollout(torch.stack(chosen, dim=1), log_prob, entropy, hidden, probs)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Rollout:
         """``n`` architectures sampled from the policy (autoregressively)."""

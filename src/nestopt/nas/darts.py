@@ -47,6 +47,7 @@ from nestopt._validate import nonnegative, one_of, positive_int
 from nestopt.autodiff import Counter, grad
 from nestopt.bilevel import BilevelTrainer
 from nestopt.data import Splits
+from nestopt.errors import InvalidArgumentError
 from nestopt.hparams.base import Family
 from nestopt.hypergrad import HypergradInfo, HypergradResult, Problem, Strategy
 from nestopt.linalg import Status
@@ -88,13 +89,17 @@ class ArchitectureWeights(Family):
         return {f"node{i}": self.init_scale * torch.randn(shape, generator=gen) for i, shape in enumerate(shapes)}
 
     def _logits(self, hparams: Mapping[str, Tensor], i: int) -> Tensor:
-        key = node_key(self.name, i)
-        return (hparams[key] if key in hparams else hparams[f"node{i}"]).detach()
+        for key in (node_key(self.name, i), f"node{i}"):
+            if key in hparams:
+                return hparams[key].detach()
+        raise InvalidArgumentError(
+            f"no architecture logits for node {i}: expected the key {node_key(self.name, i)!r}, got {sorted(hparams)}"
+        )
 
     def probabilities(self, hparams: Mapping[str, Tensor]) -> list[Tensor]:
         """Each node's softmax over its choices (from the full hyperparameter tree or the family's own)."""
-        return [torch.softmax(self._logits(hparams, i).reshape(-1), 0).reshape(self._logits(hparams, i).shape)
-                for i in range(self.space.nodes)]  # fmt: skip
+        logits = [self._logits(hparams, i) for i in range(self.space.nodes)]
+        return [torch.softmax(z.reshape(-1), 0).reshape(z.shape) for z in logits]
 
     def derive(self, hparams: Mapping[str, Tensor]) -> Architecture:
         """The discrete cell: each node's strongest (previous node, activation) pair."""

@@ -15,7 +15,7 @@ Example:
     >>> space = nas.CellSpace(nodes=2, ops=("tanh", "relu"))
     >>> splits = data.synthetic_classification(n_train=64, n_val=32, n_test=32, seed=0)
     >>> truth = nas.GroundTruth(space, splits, nas.TrainBudget(steps=20, batch_size=16, width=8), seed=0)
-    >>> score = truth.score(space.parse("relu | 0>tanh"))
+    >>> score = truth.score(space.parse("relu, 0>tanh"))
     >>> 0.0 <= score.test_accuracy <= 1.0, len(truth)
     (True, 1)
 """
@@ -62,7 +62,8 @@ class TrainBudget:
 
 @dataclass(frozen=True)
 class Score:
-    """An architecture's ground truth: accuracies after training from scratch, and how it was obtained."""
+    """An architecture's ground truth: accuracies after training from scratch, and how it was obtained (its
+    seed, the wall-clock and the CPU seconds of its training)."""
 
     arch: str
     test_accuracy: float
@@ -70,6 +71,7 @@ class Score:
     train_loss: float
     seed: int
     seconds: float
+    cpu_seconds: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +133,7 @@ class GroundTruth:
         self.seed = int(seed)
         self.cache = None if cache is None else Path(cache)
         self.config = {
+            "format": 1,
             "nodes": space.nodes,
             "ops": list(space.ops),
             "sizes": [len(splits.train), len(splits.val), len(splits.test)],
@@ -143,7 +146,7 @@ class GroundTruth:
         if self.cache is not None and self.cache.exists():
             stored = json.loads(self.cache.read_text())
             if stored.get("config") == self.config:
-                self._scores = {k: Score(**v) for k, v in stored["scores"].items()}
+                self._scores = {s["arch"]: Score(**s) for s in stored["scores"]}
 
     def __len__(self) -> int:
         return len(self._scores)
@@ -162,7 +165,7 @@ class GroundTruth:
             self.cache_hits += 1
             return self._scores[key]
         seed = self.seed_of(arch)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         net, loss = train_from_scratch(self.space, arch, self.splits, self.budget, seed)
         self._scores[key] = Score(
             key,
@@ -171,6 +174,7 @@ class GroundTruth:
             loss,
             seed,
             time.perf_counter() - start,
+            time.process_time() - cpu,
         )
         self._save()
         return self._scores[key]

@@ -23,7 +23,7 @@ Example:
     >>> from nestopt import nas
     >>> space = nas.CellSpace(nodes=3, ops=("tanh", "relu"))
     >>> net = nas.Supernet(space, in_features=4, num_classes=3, width=8)
-    >>> arch = space.parse("relu | 0>tanh | 0>relu")
+    >>> arch = space.parse("relu, 0>tanh, 0>relu")
     >>> x = torch.randn(5, 4)
     >>> torch.allclose(net(x, arch), net.child(arch)(x))
     True

@@ -17,7 +17,7 @@ sign). :func:`relative_spread` says how far embeddings are from identical.
 Example:
     >>> from nestopt import nas
     >>> space = nas.CellSpace(nodes=3, ops=("tanh", "relu"))
-    >>> a, b = space.parse("relu | 0>tanh | 1>relu"), space.parse("tanh | 0>tanh | 0>relu")
+    >>> a, b = space.parse("relu, 0>tanh, 1>relu"), space.parse("tanh, 0>tanh, 0>relu")
     >>> nas.shared_activations(a, b), nas.activations_in_common(a, b), nas.shared_connections(a, b)
     (2, 2, 1)
     >>> round(nas.spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 20.0, 40.0]), 4)

@@ -21,7 +21,7 @@ Example:
     (16, (2, 1, 2, 2, 2))
     >>> arch = space.make(["relu", "tanh", "relu"], [0, 0])
     >>> str(arch), space.encode(arch), space.index(arch)
-    ('relu | 0>tanh | 0>relu', (1, 0, 0, 0, 1), 9)
+    ('relu, 0>tanh, 0>relu', (1, 0, 0, 0, 1), 9)
     >>> space.architecture(9) == arch == space.decode((1, 0, 0, 0, 1)) == space.parse(str(arch))
     True
 """
@@ -98,7 +98,7 @@ class Architecture:
         return tuple((p, i) for i, p in enumerate(self.prev, start=1))
 
     def __str__(self) -> str:
-        return " | ".join([self.ops[0]] + [f"{p}>{op}" for p, op in zip(self.prev, self.ops[1:])])
+        return ", ".join([self.ops[0]] + [f"{p}>{op}" for p, op in zip(self.prev, self.ops[1:])])
 
 
 class CellSpace:
@@ -204,14 +204,14 @@ class CellSpace:
         return self.decode(tokens[::-1])
 
     def parse(self, text: str) -> Architecture:
-        """The architecture written as ``str(arch)``: ``"relu | 0>tanh | 1>sigmoid"``."""
-        parts = [p.strip() for p in str(text).split("|")]
+        """The architecture written as ``str(arch)``: ``"relu, 0>tanh, 1>sigmoid"``."""
+        parts = [p.strip() for p in str(text).split(",")]
         try:
             prev = [int(p.split(">")[0]) for p in parts[1:]]
             ops = [parts[0]] + [p.split(">", 1)[1].strip() for p in parts[1:]]
         except (ValueError, IndexError):
             raise InvalidArgumentError(
-                f"cannot read an architecture from {text!r}; write it as 'relu | 0>tanh'"
+                f"cannot read an architecture from {text!r}; write it as 'relu, 0>tanh'"
             ) from None
         return self.make(ops, prev)
 
