@@ -8,13 +8,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from nestopt import _rng, data, nas
-from nestopt.experiments._nas_format import Config, Context
+from nestopt.experiments.registry import Config, Context
 
 __all__ = [
     "DARTS_PAPER",
@@ -52,7 +51,7 @@ def ground_truth(cfg: Config, ctx: Context, space: nas.CellSpace, splits: data.S
     budget = nas.TrainBudget(
         steps=cfg["gt_steps"], batch_size=cfg["gt_batch_size"], lr=cfg["gt_lr"], width=cfg["width"]
     )
-    cache = Path(ctx.out_dir) / f"{name}.json"
+    cache = None if ctx.out_dir is None else ctx.out_dir / f"{name}.json"
     return nas.GroundTruth(space, splits, budget, seed=ctx.seed + offset, cache=cache)
 
 

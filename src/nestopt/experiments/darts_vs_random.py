@@ -37,7 +37,7 @@ from nestopt.experiments._nas_common import (
     setup,
     truth_summary,
 )
-from nestopt.experiments._nas_format import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
 from nestopt.nas.darts import Order
 from nestopt.profile import threads
 

@@ -33,7 +33,7 @@ from nestopt.experiments._nas_common import (
     setup,
     shared_training,
 )
-from nestopt.experiments._nas_format import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
 from nestopt.profile import threads
 
 __all__: list[str] = []

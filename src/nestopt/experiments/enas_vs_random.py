@@ -34,7 +34,7 @@ from nestopt.experiments._nas_common import (
     shared_training,
     truth_summary,
 )
-from nestopt.experiments._nas_format import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.profile import threads
 
 __all__: list[str] = []
