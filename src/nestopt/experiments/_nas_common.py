@@ -17,13 +17,19 @@ from nestopt.experiments.registry import Config, Context
 
 __all__ = [
     "DARTS_PAPER",
+    "ENAS_KEYS",
     "NAS_PAPER",
+    "SEARCH_KEYS",
+    "SPACE_KEYS",
+    "TRUTH_KEYS",
     "enas_config",
     "ground_truth",
     "mean_sd",
     "percentile",
+    "sample",
     "setup",
     "shared_training",
+    "truth_summary",
 ]
 
 NAS_PAPER = "Understanding Neural Architecture Search Techniques (Adam & Lorraine, 2019)"

@@ -142,6 +142,7 @@ class SearchResult:
         controller: the trained controller (ENAS), else ``None``.
         buffer: the memory buffer (ENAS with ``memory=True``), else ``None``.
         seconds: wall-clock time of the search.
+        config: the settings of the search (plain values).
     """
 
     method: str
