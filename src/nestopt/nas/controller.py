@@ -126,7 +126,10 @@ class Controller(nn.Module):
             state = self.lstm(x, state)
             logp = torch.log_softmax(self.step_logits(state[0], t), dim=-1)
             if tokens is None:
-                tok = torch.multinomial(logp.detach().exp(), 1, generator=generator).squeeze(1)
+                probs_t = logp.detach().exp()
+                if generator is not None and generator.device != probs_t.device:
+                    probs_t = probs_t.cpu()  # a CPU generator draws on the CPU
+                tok = torch.multinomial(probs_t, 1, generator=generator).squeeze(1).to(logp.device)
             else:
                 tok = tokens[:, t]
             log_prob = log_prob + logp.gather(1, tok.unsqueeze(1)).squeeze(1)

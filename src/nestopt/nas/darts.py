@@ -211,7 +211,7 @@ def darts(space: CellSpace, splits: Splits, config: DartsConfig | None = None, *
     family = ArchitectureWeights(space, init_scale=cfg.init_scale, seed=_rng.derive(seed, "darts-logits"))
     with _rng.fork(_rng.derive(seed, "supernet")):
         net = Supernet(space, splits.train.x.shape[1], splits.num_classes, cfg.width, prefix=family.name)
-    net.to(splits.train.x.dtype)
+    net.to(device=splits.train.x.device, dtype=splits.train.x.dtype)
     strategy, inner = _strategy(cfg)
     outer = functools.partial(torch.optim.Adam, lr=cfg.arch_lr, betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
     trainer = BilevelTrainer(net, torch.nn.functional.cross_entropy, [family], hypergrad=strategy,

@@ -89,7 +89,8 @@ def train_from_scratch(
     """Initialize the network of ``arch`` from ``seed`` and train it; returns it and its last training loss."""
     train = splits.train
     with _rng.fork(seed):
-        net = CellNetwork(space, arch, train.x.shape[1], splits.num_classes, budget.width).to(train.x.dtype)
+        net = CellNetwork(space, arch, train.x.shape[1], splits.num_classes, budget.width)
+    net.to(device=train.x.device, dtype=train.x.dtype)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=budget.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=budget.steps)

@@ -172,7 +172,7 @@ class _Shared:
         self.splits, self.training = splits, training
         with _rng.fork(_rng.derive(seed, "supernet")):
             self.net = Supernet(space, splits.train.x.shape[1], splits.num_classes, training.width)
-        self.net.to(splits.train.x.dtype)
+        self.net.to(device=splits.train.x.device, dtype=splits.train.x.dtype)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=training.lr)
         self.batches = torch.Generator().manual_seed(_rng.derive(seed, "batches"))
         self.counts = {"shared_steps": 0, "reward_evaluations": 0, "candidate_evaluations": 0}
@@ -237,7 +237,7 @@ def enas(
     controller = Controller(
         space, cfg.hidden, temperature=cfg.temperature, tanh_constant=cfg.tanh_constant, init_range=cfg.init_range,
         generator=torch.Generator().manual_seed(_rng.derive(seed, "controller")),
-    ).to(splits.train.x.dtype)  # fmt: skip
+    ).to(device=splits.train.x.device, dtype=splits.train.x.dtype)  # fmt: skip
     opt = torch.optim.Adam(controller.parameters(), lr=cfg.lr)
     baseline = MovingAverage(cfg.baseline_decay)
     gen = torch.Generator().manual_seed(_rng.derive(seed, "controller-samples"))

@@ -101,7 +101,8 @@ def spearman(x: Sequence[float] | Tensor, y: Sequence[float] | Tensor) -> float:
 
     Returns ``nan`` when either sample is constant (the correlation is undefined).
     """
-    tx, ty = torch.as_tensor(x, dtype=torch.float64).reshape(-1), torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+    tx = torch.as_tensor(x).detach().to("cpu", torch.float64).reshape(-1)
+    ty = torch.as_tensor(y).detach().to("cpu", torch.float64).reshape(-1)
     if tx.numel() != ty.numel() or tx.numel() < 2:
         raise ShapeMismatchError(f"spearman needs two samples of the same size >= 2, got {tx.numel()} and {ty.numel()}")
     rx, ry = rank(tx), rank(ty)
