@@ -17,6 +17,8 @@ solved from scratch, and when it has many solutions the weights reached depend o
 hyperparameters (a *warm-start* solution). ``warm_start=False`` re-initializes the weights (and buffers, and
 the inner optimizer) before every outer step and retrains (cold start; Vicol et al., 2022): the weights are
 then a function of the current hyperparameters only (a *cold-start* solution).
+What each reaches when a level is overparameterized, and which to choose, is measured in
+``docs/warm-or-cold.md``.
 
 Modes, buffers and randomness
 -----------------------------

@@ -20,6 +20,18 @@ solver                     method                                               
 :class:`NormalCG`          CG on :math:`A^\\top A x = A^\\top b`, 2 products / step    needs ``rmatvec``
 =========================  ======================================================  ==================
 
+**Singular systems** (a symmetric positive semi-definite :math:`A`, as the Hessian of an overparameterized
+inner problem is; :math:`A^{+}` its pseudo-inverse, :math:`P_N` the projector onto its null space). CG,
+Neumann, GMRES and BiCGSTAB started from zero build their answers from :math:`b, Ab, A^2 b, \\dots`, so for
+:math:`b` in the range they stay in the range and converge to :math:`A^{+} b`, the minimum-norm solution;
+from a warm start ``x0`` they keep its null-space part, :math:`A^{+} b + P_N x_0`, the solution closest to
+``x0``. For :math:`b` outside the range there is no solution: :class:`Exact` and :class:`NormalCG` return the
+minimum-norm least-squares solution :math:`A^{+} b`; Neumann adds :math:`\\alpha (K+1) P_N b`, growing with
+``K``; CG and BiCGSTAB diverge along the null space; GMRES stops (``BREAKDOWN``) at a least-squares solution
+that is not the minimum-norm one; Nystrom returns :math:`(\\tilde A + \\rho I)^{-1} b`, whose null-space part
+is :math:`P_N b / \\rho`. Each solver's docstring states its case; ``docs/warm-or-cold.md`` says what it means
+for hypergradients.
+
 Eigenpairs: :func:`eigsh` (thick-restart block Lanczos, symmetric), :func:`eigs` (restarted Arnoldi,
 complex eigenpairs of general operators), :func:`power_iteration`; each returns an :class:`EigResult`.
 

@@ -31,6 +31,13 @@ class BiCGSTAB(Solver):
     The residual is not monotone. A zero :math:`\\rho_i`, :math:`\\hat r^\\top v_i` or :math:`\\omega_i` stops
     the solve with status ``BREAKDOWN`` (restart it from the returned value, or use GMRES).
 
+    **Singular symmetric systems.** From zero the iterates lie in :math:`\\mathrm{span}\\{b, Ab, \\dots\\}`: for
+    :math:`b` in the range of :math:`A` they stay in the range and converge to :math:`A^{+} b`, the
+    minimum-norm solution (from ``x0``: :math:`A^{+} b + P_N x_0`). For :math:`b` outside the range there is
+    nothing to converge to: the residual stalls or grows and the iterates can grow without bound (status
+    ``MAX_ITERATIONS`` with the large residual reported, or ``BREAKDOWN``); use
+    :class:`~nestopt.linalg.NormalCG` for the least-squares solution.
+
     Args:
         steps: iterations at most (two products each).
         tol: stop when :math:`\\|r\\| / \\|b\\| \\le` ``tol`` (the recurrence's residual).

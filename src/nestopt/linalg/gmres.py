@@ -30,6 +30,12 @@ class GMRES(Solver):
     The residual never grows. An invariant Krylov space with the residual still above ``tol`` means that
     :math:`A` is singular on it: the solve stops with status ``BREAKDOWN`` at the least-squares answer.
 
+    **Singular symmetric systems.** From zero the iterates lie in :math:`\\mathrm{span}\\{b, Ab, \\dots\\}`: for
+    :math:`b` in the range of :math:`A` that is inside the range, and GMRES converges to :math:`A^{+} b`, the
+    minimum-norm solution (from ``x0``: :math:`A^{+} b + P_N x_0`, the solution closest to ``x0``). For
+    :math:`b` outside the range it stops with ``BREAKDOWN`` at a least-squares solution whose null-space part
+    is a multiple of :math:`P_N b`: not the minimum-norm one, which :class:`~nestopt.linalg.NormalCG` gives.
+
     Args:
         steps: Arnoldi iterations (operator products) at most, over all cycles.
         restart: iterations per cycle (memory: ``restart + 1`` vectors).

@@ -18,7 +18,8 @@ class Identity(Solver):
 
     This is the approximation behind one-step "greedy" hypergradients (Luketina et al., 2016) and the
     ``K = 0`` Neumann series. The status is ``MAX_ITERATIONS`` (a fixed approximation that checks
-    nothing); ``residual=True`` spends one product to say how far it is from a solution.
+    nothing); ``residual=True`` spends one product to say how far it is from a solution. It ignores the
+    operator, so a singular one changes nothing: the answer keeps the part of :math:`b` in the null space.
 
     Example:
         >>> import torch

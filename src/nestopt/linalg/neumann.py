@@ -42,6 +42,19 @@ class Neumann(Solver):
     :math:`x = x_0 + \\alpha \\sum_{j=0}^{K} (I - \\alpha A)^j (b - A x_0)` (one extra product); a guess whose
     residual is at rounding level (or below ``tol``) returns at once with 0 iterations.
 
+    **Singular systems.** For a symmetric positive semi-definite :math:`A` with eigenpairs
+    :math:`(\\lambda_i, q_i)` in :math:`[0, 2/\\alpha)`, the series is, in closed form,
+
+    .. math::  x_K = \\sum_{\\lambda_i > 0} \\frac{1 - (1 - \\alpha\\lambda_i)^{K+1}}{\\lambda_i}\\, q_i q_i^\\top b
+               \\; + \\; \\alpha (K + 1)\\, P_N b,
+
+    with :math:`P_N` the projector onto the null space. For :math:`b` in the range every partial sum lies in
+    the range and the series converges to :math:`A^{+} b`, the minimum-norm solution. For :math:`b` outside
+    the range the null-space part grows linearly in ``K`` while no term grows (the terms tend to
+    :math:`P_N b`), so no divergence is reported: the status is ``MAX_ITERATIONS`` and the residual stays at
+    :math:`\\|P_N b\\| / \\|b\\|`. From ``x0`` the null-space part of ``x0`` is kept: the limit is
+    :math:`A^{+} b + P_N x_0` (plus the growing :math:`\\alpha (K+1) P_N b`).
+
     Args:
         steps: the number of operator products ``K`` (the series has ``K + 1`` terms).
         alpha: the step :math:`\\alpha > 0`; it must be below :math:`2/\\lambda_{\\max}(A)`.

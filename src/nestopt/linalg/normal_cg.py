@@ -24,6 +24,11 @@ class NormalCG(Solver):
     :class:`~nestopt.linalg.GMRES` when :math:`A` is ill-conditioned), but it also gives least-squares
     answers: it stops as converged when :math:`\\|A^\\top r\\|` falls below ``tol`` times its initial value.
 
+    **Singular systems.** The iterates are ``x0`` plus vectors in the range of :math:`A^\\top`, so from zero
+    NormalCG converges to :math:`A^{+} b`, the minimum-norm least-squares solution, for any :math:`A` and any
+    :math:`b`, in the range or not; from ``x0`` to :math:`A^{+} b` plus the part of ``x0`` in the null space
+    of :math:`A` (the least-squares solution closest to ``x0``).
+
     Args:
         steps: iterations at most (two products each).
         tol: stop when :math:`\\|b - Ax\\| / \\|b\\| \\le` ``tol`` (or the normal-equation residual is that small).

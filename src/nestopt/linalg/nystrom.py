@@ -75,6 +75,12 @@ class Nystrom(Solver):
             smaller chunks bound the batched product's temporary memory.
         residual: compute the true relative residual of :math:`A x = b` with one extra product.
 
+    **Singular systems.** :math:`\\tilde A + \\rho I` is never singular. The columns of :math:`C` lie in the
+    range of :math:`A`, so the part of :math:`b` in the null space passes through divided by :math:`\\rho`:
+    :math:`P_N x = P_N b / \\rho`. For :math:`b` in the range and ``rank`` equal to the dimension the answer
+    is :math:`(A + \\rho I)^{-1} b`, which tends to :math:`A^{+} b` (the minimum-norm solution) as
+    :math:`\\rho \\to 0`; for :math:`b` outside the range its null-space part is of size :math:`1/\\rho`.
+
     Example:
         >>> import torch
         >>> from nestopt import linalg
@@ -145,8 +151,11 @@ class Nystrom(Solver):
             ctb = torch.stack([ck @ b[k].reshape(-1) for k, ck in c.items()]).sum(0).to(torch.float64)
             sol = torch.linalg.solve(self.rho * w + ctc, ctb)
         status, message = Status.CONVERGED, ""
-        min_eig = float(torch.linalg.eigvalsh(w).min())
-        if min_eig < 0.0:
+        w_eigs = torch.linalg.eigvalsh(w)
+        min_eig = float(w_eigs.min())
+        # a sampled block of a singular PSD matrix has eigenvalues at rounding level on either side of zero
+        rounding = self.rank * torch.finfo(next(iter(b.values())).dtype).eps * float(w_eigs.abs().max())
+        if min_eig < -rounding:
             status = Status.NEGATIVE_CURVATURE
             message = f"the sampled block W has eigenvalue {min_eig:.3g} < 0: the matrix is not positive semi-definite"
         if not bool(torch.isfinite(sol).all()):
