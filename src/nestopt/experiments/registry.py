@@ -158,11 +158,13 @@ class Context:
         seed: the base seed; experiments derive every random choice from it.
         quick: whether this is the ``--quick`` run.
         show_progress: whether progress bars draw (``None``: when stderr is a terminal).
+        out_dir: the run folder, where an experiment may cache what is costly to recompute (``None``: none).
     """
 
     seed: int = 0
     quick: bool = False
     show_progress: bool | None = None
+    out_dir: Path | None = None
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU ``torch.Generator`` seeded with ``seed + offset``."""
@@ -447,7 +449,7 @@ def run(
     out = prepare_out_dir(out_dir if out_dir is not None else Path("runs") / exp.name)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    metrics = exp.compute(dict(cfg), Context(seed=seed, quick=quick, show_progress=show_progress))
+    metrics = exp.compute(dict(cfg), Context(seed=seed, quick=quick, show_progress=show_progress, out_dir=out))
     claims = [c.as_dict() for c in exp.claims(metrics, cfg)]
     for c in claims:
         known = None if c["passed"] else exp.known_failure(c["name"], quick)
