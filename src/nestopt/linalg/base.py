@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor
 
@@ -14,7 +15,7 @@ from nestopt.errors import InvalidArgumentError, SolverDivergedError, SolverWarn
 from nestopt.linalg.operator import LinearOperator
 from nestopt.tree import Tree
 
-__all__ = ["LinearOperator", "Solution", "SolveInfo", "Solver", "Status"]
+__all__ = ["LinearOperator", "Solution", "SolveInfo", "Solver", "Start", "Status", "warm_start"]
 
 
 class Status(enum.Enum):
@@ -54,7 +55,8 @@ class SolveInfo:
             (ask with ``residual=True`` where it costs an extra operator product).
         hvp_calls: operator products (Hessian-vector products) spent, the residual's included.
         message: details, e.g. where negative curvature was found.
-        warm_start: whether the solve started from a given initial guess ``x0``.
+        warm_start: whether the solve started from a given initial guess ``x0`` (``False`` when the guess was
+            discarded because its residual exceeds that of zero).
         initial_residual: :math:`\\|A x_0 - b\\| / \\|b\\|` of that guess (``None`` without one).
     """
 
@@ -111,7 +113,9 @@ class Solver:
 
         ``x0`` is an initial guess (a tree like ``b``), e.g. the previous solution of a slowly changing
         system; iterative solvers start from it and report it in ``info.warm_start`` and
-        ``info.initial_residual``.
+        ``info.initial_residual``. A guess that is worse than zero (:math:`\\|b - A x_0\\| > \\|b\\|`) is
+        discarded and the solve starts from zero (``info.warm_start`` is then ``False``); the check reuses the
+        product the warm start needs anyway.
         """
         if not isinstance(op, LinearOperator):
             raise InvalidArgumentError(f"op must be a nestopt.linalg.LinearOperator, got {type(op).__name__}")
@@ -122,7 +126,8 @@ class Solver:
         calls_before = op.calls
         sol = self._solve(op, b, x0)
         sol.info.hvp_calls = op.calls - calls_before
-        sol.info.warm_start = x0 is not None and self.uses_x0
+        if x0 is None or not self.uses_x0:
+            sol.info.warm_start = False
         if sol.info.status.failed:
             text = f"{type(self).__name__}: {sol.info.status.value}: {sol.info.message or sol.info.status.message}"
             if self.throw:
@@ -148,6 +153,29 @@ class Solver:
     def _solve(self, op: LinearOperator, b: Tree, x0: Tree | None) -> Solution:
         raise NotImplementedError
 
+    # -- amortization: what a solver estimates from the operator, kept across solves -------------------
+    def prepare(self, op: LinearOperator, *, seed: int = 0) -> Solver:
+        """This solver with whatever it estimates from the operator fixed (a step size, a preconditioner).
+
+        A solver that estimates nothing returns itself. A prepared solver applied to the operators of a slowly
+        changing sequence skips the estimate; :class:`~nestopt.linalg.Amortized` refreshes it every few
+        solves. ``seed`` seeds the estimate's randomness.
+        """
+        return self
+
+    @property
+    def prepared(self) -> bool:
+        """Whether :meth:`solve` uses the solver as it is (nothing left to estimate from the operator)."""
+        return True
+
+    def prepared_state(self) -> dict[str, Any]:
+        """What :meth:`prepare` fixed, as tensors and plain values (for checkpoints); ``{}`` if nothing."""
+        return {}
+
+    def load_prepared(self, state: dict[str, Any]) -> Solver:
+        """The prepared solver that :meth:`prepared_state` describes (``self`` for an empty state)."""
+        return self
+
     @staticmethod
     def _relative_residual(op: LinearOperator, x: Tree, b: Tree, b_norm: Tensor) -> float:
         r = tree.sub(op.matvec(x), b)
@@ -156,3 +184,53 @@ class Solver:
 
 FOR_NONSYMMETRIC = "linalg.GMRES, linalg.BiCGSTAB, linalg.NormalCG (needs rmatvec) or linalg.Exact"
 """The solvers that apply to a non-symmetric operator, named in error messages."""
+
+
+@dataclass
+class Start:
+    """Where an iterative solve starts (:func:`warm_start`).
+
+    Attributes:
+        x: the starting iterate: the guess itself (not a copy: a solver that updates its iterate in place
+            copies it), or ``None`` for zero.
+        r: its residual :math:`b - A x`: a fresh tree the solver may update in place (with ``copy=False`` and
+            no guess used, ``b`` itself).
+        r_norm: :math:`\\|r\\|`.
+        initial: the guess's relative residual :math:`\\|b - A x_0\\| / \\|b\\|` (``None`` without a guess).
+        used: whether the guess was used (a guess worse than zero is discarded).
+        message: why a guess was discarded.
+    """
+
+    x: Tree | None
+    r: Tree
+    r_norm: float
+    initial: float | None
+    used: bool
+    message: str = ""
+
+
+def warm_start(apply: Callable[[Tree], Tree], b: Tree, x0: Tree | None, b_norm: float, *, copy: bool = True) -> Start:
+    """The start of an iterative solve of :math:`A x = b` from the guess ``x0`` (or from zero).
+
+    A guess whose residual is larger than that of zero, :math:`\\|b - A x_0\\| > \\|b\\|`, is discarded (it
+    would cost iterations to undo), at no extra cost: the warm start needs the product :math:`A x_0` anyway.
+    ``copy=False`` is for solvers that never update the residual in place: from zero it is then ``b`` itself.
+
+    Example:
+        >>> import torch
+        >>> b = {"x": torch.ones(2)}
+        >>> start = warm_start(lambda v: {"x": 2.0 * v["x"]}, b, {"x": torch.full((2,), 5.0)}, 2.0 ** 0.5)
+        >>> start.used, round(start.initial, 4), start.x
+        (False, 9.0, None)
+    """
+    fresh = (lambda: tree.clone(b)) if copy else (lambda: b)
+    if x0 is None:
+        return Start(None, fresh(), b_norm, None, False)
+    r = tree.add_(tree.scale_(apply(x0), -1.0), b)  # b - A x0, in the storage of the product
+    r_norm = float(tree.norm(r))
+    initial = r_norm / b_norm
+    if r_norm > b_norm:  # worse than starting from zero
+        message = f"the initial guess was discarded: its relative residual {initial:.3g} exceeds that of zero (1)"
+        del r
+        return Start(None, fresh(), b_norm, initial, False, message)
+    return Start(x0, r, r_norm, initial, True)
