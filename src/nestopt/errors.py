@@ -22,6 +22,7 @@ __all__ = [
     "NestoptWarning",
     "NonFiniteError",
     "OptimizerWarning",
+    "RankFailedError",
     "ShapeMismatchError",
     "SolverDivergedError",
     "SolverWarning",
@@ -57,6 +58,11 @@ class UnsupportedError(NestoptError, TypeError):
 class CheckpointError(NestoptError, ValueError):
     """A checkpoint file cannot be loaded: it is not one, it was written for another set-up, or it carries
     objects other than tensors and plain values (which are never unpickled)."""
+
+
+class RankFailedError(NestoptError, ConnectionError):
+    """In a run over several processes (``torch.distributed``), another rank failed, hung, or called a different
+    sequence of collectives; the message names it and what it raised."""
 
 
 class SolverDivergedError(NestoptError, RuntimeError):

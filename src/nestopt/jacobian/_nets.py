@@ -1,29 +1,19 @@
-"""Small building blocks shared by the networks of :mod:`nestopt.jacobian`: seeded layers and activations.
+"""Small building blocks shared by the networks of :mod:`nestopt.jacobian`: input checks and activations.
 
-``torch.nn.Linear`` draws its initial weights from the global random state; the networks here take a
-``torch.Generator`` instead, so that the same seed gives the same network.
+The seeded layers and the MLP come from :mod:`nestopt.nets` (the same seed gives the same network).
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from nestopt.errors import InvalidArgumentError, ShapeMismatchError
+from nestopt.nets import ACTIVATIONS, mlp, seeded_linear
 
 __all__ = ["ACTIVATIONS", "activation_fn", "check_dim", "check_points", "check_widths", "mlp", "seeded_linear"]
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "softplus": nn.functional.softplus,
-    "silu": nn.functional.silu,
-    "relu": torch.relu,
-}
 
 
 def activation_fn(name: str, allowed: Sequence[str], argument: str = "activation") -> Callable[[Tensor], Tensor]:
@@ -73,45 +63,3 @@ def check_widths(hidden: int | Sequence[int], argument: str = "hidden") -> tuple
     if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
         raise InvalidArgumentError(f"{argument} must be a positive int or a non-empty sequence of them, got {hidden!r}")
     return widths
-
-
-def seeded_linear(fan_in: int, fan_out: int, generator: torch.Generator | None, *, bias: bool = True) -> nn.Linear:
-    """A ``Linear`` layer with PyTorch's default uniform initialisation drawn from ``generator``."""
-    layer = nn.Linear(fan_in, fan_out, bias=bias)
-    bound = 1.0 / math.sqrt(fan_in)
-    with torch.no_grad():
-        layer.weight.copy_(torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=generator))
-        if layer.bias is not None:
-            layer.bias.copy_(torch.empty(fan_out).uniform_(-bound, bound, generator=generator))
-    return layer
-
-
-class _Activation(nn.Module):
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-        self.fn = ACTIVATIONS[name]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fn(x)
-
-    def extra_repr(self) -> str:
-        return self.name
-
-
-def mlp(sizes: Sequence[int], activation: str = "tanh", *, generator: torch.Generator | None = None) -> nn.Sequential:
-    """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]`` with ``activation`` between the layers.
-
-    Example:
-        >>> import torch
-        >>> net = mlp([2, 8, 1], generator=torch.Generator().manual_seed(0))
-        >>> net(torch.zeros(5, 2)).shape
-        torch.Size([5, 1])
-    """
-    activation_fn(activation, tuple(ACTIVATIONS))
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(seeded_linear(a, b, generator))
-        if i < len(sizes) - 2:
-            layers.append(_Activation(activation))
-    return nn.Sequential(*layers)
