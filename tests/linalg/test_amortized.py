@@ -78,11 +78,12 @@ def test_neumann_without_products_is_one_richardson_step():
     torch.testing.assert_close(cold.value["x"], 0.05 * b["x"])
     assert cold.info.hvp_calls == 0
     x0 = {"x": 0.1 * b["x"]}
+    gamma = float(b["x"] @ x0["x"] / (x0["x"] @ A @ x0["x"]))  # the guess's best factor (energy)
     warm = linalg.Neumann(steps=0, alpha=0.05).solve(op, b, x0=x0)
-    torch.testing.assert_close(warm.value["x"], x0["x"] + 0.05 * (b["x"] - A @ x0["x"]))
+    torch.testing.assert_close(warm.value["x"], gamma * x0["x"] + 0.05 * (b["x"] - gamma * A @ x0["x"]))
     assert warm.info.hvp_calls == 1 and warm.info.warm_start
-    # K + 1 Richardson steps from x0 with K + 1 products
-    x = x0["x"].clone()
+    # K + 1 Richardson steps from the scaled guess with K + 1 products
+    x = gamma * x0["x"]
     for _ in range(3):
         x = x + 0.05 * (b["x"] - A @ x)
     torch.testing.assert_close(linalg.Neumann(steps=2, alpha=0.05).solve(op, b, x0=x0).value["x"], x)
@@ -98,14 +99,19 @@ SAFEGUARDED = [
 
 
 @pytest.mark.parametrize("solver", SAFEGUARDED, ids=lambda s: type(s).__name__)
-def test_a_guess_worse_than_zero_is_discarded(solver):
+def test_a_warm_start_is_never_worse_than_zero(solver):
     A, op, b = _op(SPECTRA["uniform"])
-    far = {"x": 100.0 * torch.ones_like(b["x"])}
-    cold, warm = solver.solve(op, b), solver.solve(op, b, x0=far)
-    assert not warm.info.warm_start and warm.info.initial_residual > 1.0
-    assert "discarded" in warm.info.message
-    torch.testing.assert_close(warm.value["x"], cold.value["x"])
-    torch.testing.assert_close(warm.value["x"], _solve(A, b), atol=1e-7, rtol=0)
+    exact = _solve(A, b)
+    cold = solver.solve(op, b)
+    far = solver.solve(op, b, x0={"x": 100.0 * exact})  # the right direction, the wrong size: scaled to fit
+    assert far.info.warm_start and far.info.initial_residual < 1e-10 and far.info.iterations <= 1
+    noisy = {"x": exact + torch.randn(exact.shape, generator=torch.Generator().manual_seed(2), dtype=D)}
+    guess = solver.solve(op, b, x0=noisy)
+    assert guess.info.warm_start and guess.info.initial_residual <= 1.0
+    backwards = solver.solve(op, b, x0={"x": -exact})  # pointing away from the solution: discarded
+    assert not backwards.info.warm_start and "discarded" in backwards.info.message
+    for sol in (far, guess, backwards):
+        torch.testing.assert_close(sol.value["x"], cold.value["x"], atol=1e-7, rtol=0)
 
 
 def test_nystrom_preconditioner_of_full_rank_makes_cg_converge_at_once():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,8 +57,8 @@ class SolveInfo:
         hvp_calls: operator products (Hessian-vector products) spent, the residual's included.
         message: details, e.g. where negative curvature was found.
         warm_start: whether the solve started from a given initial guess ``x0`` (``False`` when the guess was
-            discarded because its residual exceeds that of zero).
-        initial_residual: :math:`\\|A x_0 - b\\| / \\|b\\|` of that guess (``None`` without one).
+            discarded, see :func:`warm_start`).
+        initial_residual: the relative residual of the start made from that guess (``None`` without one).
     """
 
     status: Status
@@ -113,9 +114,9 @@ class Solver:
 
         ``x0`` is an initial guess (a tree like ``b``), e.g. the previous solution of a slowly changing
         system; iterative solvers start from it and report it in ``info.warm_start`` and
-        ``info.initial_residual``. A guess that is worse than zero (:math:`\\|b - A x_0\\| > \\|b\\|`) is
-        discarded and the solve starts from zero (``info.warm_start`` is then ``False``); the check reuses the
-        product the warm start needs anyway.
+        ``info.initial_residual``. The guess is taken with the factor that is best along it (:func:`warm_start`),
+        so that a warm start is never worse than zero; a guess pointing away from the solution is discarded and
+        the solve starts from zero (``info.warm_start`` is then ``False``).
         """
         if not isinstance(op, LinearOperator):
             raise InvalidArgumentError(f"op must be a nestopt.linalg.LinearOperator, got {type(op).__name__}")
@@ -188,20 +189,22 @@ FOR_NONSYMMETRIC = "linalg.GMRES, linalg.BiCGSTAB, linalg.NormalCG (needs rmatve
 
 @dataclass
 class Start:
-    """Where an iterative solve starts (:func:`warm_start`).
+    """Where an iterative solve starts (:func:`warm_start`): from ``scale * x`` with residual ``r``.
 
     Attributes:
-        x: the starting iterate: the guess itself (not a copy: a solver that updates its iterate in place
-            copies it), or ``None`` for zero.
-        r: its residual :math:`b - A x`: a fresh tree the solver may update in place (with ``copy=False`` and
-            no guess used, ``b`` itself).
+        x: the guess itself (not a copy: a solver that updates its iterate in place copies it), or ``None`` to
+            start from zero.
+        scale: the factor the guess is taken with (1 for an exact guess; see :func:`warm_start`).
+        r: the start's residual :math:`b - A\\, \\text{scale}\\, x`: a fresh tree the solver may update in place
+            (with ``copy=False`` and no guess used, ``b`` itself).
         r_norm: :math:`\\|r\\|`.
-        initial: the guess's relative residual :math:`\\|b - A x_0\\| / \\|b\\|` (``None`` without a guess).
-        used: whether the guess was used (a guess worse than zero is discarded).
+        initial: the start's relative residual :math:`\\|r\\| / \\|b\\|` (``None`` without a guess).
+        used: whether the guess was used (one pointing away from the solution is discarded).
         message: why a guess was discarded.
     """
 
     x: Tree | None
+    scale: float
     r: Tree
     r_norm: float
     initial: float | None
@@ -209,28 +212,43 @@ class Start:
     message: str = ""
 
 
-def warm_start(apply: Callable[[Tree], Tree], b: Tree, x0: Tree | None, b_norm: float, *, copy: bool = True) -> Start:
+def warm_start(
+    apply: Callable[[Tree], Tree], b: Tree, x0: Tree | None, b_norm: float, *, symmetric: bool = False,
+    copy: bool = True,
+) -> Start:  # fmt: skip
     """The start of an iterative solve of :math:`A x = b` from the guess ``x0`` (or from zero).
 
-    A guess whose residual is larger than that of zero, :math:`\\|b - A x_0\\| > \\|b\\|`, is discarded (it
-    would cost iterations to undo), at no extra cost: the warm start needs the product :math:`A x_0` anyway.
-    ``copy=False`` is for solvers that never update the residual in place: from zero it is then ``b`` itself.
+    The guess is taken with the factor :math:`\\gamma` that is best along it, so that the start is never worse
+    than zero: for a symmetric operator with :math:`x_0^\\top A x_0 > 0`, the minimizer of the energy
+    :math:`\\tfrac12 x^\\top A x - b^\\top x` (the error in the :math:`A`-norm, which conjugate gradient reduces),
+    :math:`\\gamma = b^\\top x_0 / x_0^\\top A x_0`; otherwise the minimizer of the residual,
+    :math:`\\gamma = b^\\top A x_0 / \\|A x_0\\|^2`. An exact guess has :math:`\\gamma = 1`; the previous solution of
+    a slowly changing system is shrunk or stretched to fit the new one (with the raw guess, a solution that fits
+    the previous system well can start the next solve worse than zero). A guess with :math:`\\gamma \\le 0` points
+    away from the solution and is discarded. The cost is two or three dot products: the product :math:`A x_0` is
+    needed by the warm start anyway. ``copy=False`` is for solvers that never update the residual in place:
+    from zero it is then ``b`` itself.
 
     Example:
         >>> import torch
         >>> b = {"x": torch.ones(2)}
-        >>> start = warm_start(lambda v: {"x": 2.0 * v["x"]}, b, {"x": torch.full((2,), 5.0)}, 2.0 ** 0.5)
-        >>> start.used, round(start.initial, 4), start.x
-        (False, 9.0, None)
+        >>> start = warm_start(lambda v: {"x": 2.0 * v["x"]}, b, {"x": torch.full((2,), 5.0)}, 2.0**0.5, symmetric=True)
+        >>> start.used, start.scale, start.r["x"]   # 5 is ten times too large: scaled by 0.1, the start is exact
+        (True, 0.1, tensor([0., 0.]))
     """
     fresh = (lambda: tree.clone(b)) if copy else (lambda: b)
     if x0 is None:
-        return Start(None, fresh(), b_norm, None, False)
-    r = tree.add_(tree.scale_(apply(x0), -1.0), b)  # b - A x0, in the storage of the product
+        return Start(None, 1.0, fresh(), b_norm, None, False)
+    ax = apply(x0)
+    curvature = float(tree.dot(x0, ax)) if symmetric else 0.0
+    if curvature > 0.0:
+        gamma = float(tree.dot(b, x0)) / curvature
+    else:
+        ax_norm2 = float(tree.dot(ax, ax))
+        gamma = float(tree.dot(b, ax)) / ax_norm2 if ax_norm2 > 0.0 else 0.0
+    if not gamma > 0.0 or not math.isfinite(gamma):
+        message = f"the initial guess was discarded: it points away from the solution (best factor {gamma:.3g} <= 0)"
+        return Start(None, 1.0, fresh(), b_norm, None, False, message)
+    r = tree.add_(tree.scale_(ax, -gamma), b)  # b - gamma A x0, in the storage of the product
     r_norm = float(tree.norm(r))
-    initial = r_norm / b_norm
-    if r_norm > b_norm:  # worse than starting from zero
-        message = f"the initial guess was discarded: its relative residual {initial:.3g} exceeds that of zero (1)"
-        del r
-        return Start(None, fresh(), b_norm, initial, False, message)
-    return Start(x0, r, r_norm, initial, True)
+    return Start(x0, gamma, r, r_norm, r_norm / b_norm, True)

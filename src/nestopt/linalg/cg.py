@@ -126,8 +126,8 @@ class CG(Solver):
         b_norm = float(tree.norm(b))
         if b_norm == 0.0:
             return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
-        start = warm_start(lambda v: self._apply(op, v), b, x0, b_norm)
-        x = tree.zeros_like(b) if start.x is None else tree.clone(start.x)
+        start = warm_start(lambda v: self._apply(op, v), b, x0, b_norm, symmetric=True)
+        x = tree.zeros_like(b) if start.x is None else tree.scale(start.x, start.scale)
         r, initial = start.r, start.initial
         if start.used and start.r_norm <= self.tol * b_norm:
             info = SolveInfo(Status.CONVERGED, 0, start.r_norm / b_norm, 0, "the initial guess meets the tolerance",

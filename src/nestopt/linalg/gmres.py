@@ -70,7 +70,7 @@ class GMRES(Solver):
         if b_norm == 0.0:
             return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
         start = warm_start(op.matvec, b, x0, b_norm, copy=False)
-        x = torch.zeros_like(rhs) if start.x is None else fop.to_flat(start.x)
+        x = torch.zeros_like(rhs) if start.x is None else start.scale * fop.to_flat(start.x)
         r, initial, beta = fop.to_flat(start.r), start.initial, start.r_norm
         res = beta / b_norm
         status, message, it = Status.MAX_ITERATIONS, start.message, 0

@@ -144,14 +144,14 @@ class Neumann(Solver):
             return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
         # The series runs on the residual r0 = b - A x0 (r0 = b without a guess). Work vectors are updated in
         # place: the running sum, the current term and its product are the only vectors alive at once.
-        start = warm_start(op.matvec, b, x0, b_norm, copy=False)
+        start = warm_start(op.matvec, b, x0, b_norm, symmetric=op.symmetric, copy=False)
         r0_norm, initial = start.r_norm, start.initial
         # below this relative size the terms are rounding noise: growth there proves nothing
         noise = 64 * torch.finfo(next(iter(b.values())).dtype).eps
         if start.x is not None and (r0_norm <= noise * b_norm or (self.tol is not None and r0_norm <= self.tol * b_norm)):
             info = SolveInfo(Status.CONVERGED, 0, initial, 0, "the initial guess meets the tolerance",
                              warm_start=True, initial_residual=initial)  # fmt: skip
-            return Solution(tree.clone(start.x), info)
+            return Solution(tree.scale(start.x, start.scale), info)
         p = start.r
         acc = p if start.x is not None else tree.clone(p)  # a used guess's residual is fresh: sum into it
         first = next(iter(b.values()))
@@ -219,9 +219,9 @@ class Neumann(Solver):
                 kept_it = it
         if deferred and not message and bool(grew_any):
             message = f"a term grew before term {it}; all {self.steps} terms are summed as asked"
-        x = tree.scale_(acc, alpha)  # x0 + alpha * sum, in the storage of the sum
+        x = tree.scale_(acc, alpha)  # scale x0 + alpha * sum, in the storage of the sum
         if start.x is not None:
-            tree.add_(x, start.x)
+            tree.add_(x, start.x, start.scale)
         res: float | None = None
         if status is Status.CONVERGED:
             res = float(p_norm) / b_norm  # residual of the sum without the last term: an upper bound one step behind

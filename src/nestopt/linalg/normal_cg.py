@@ -57,7 +57,7 @@ class NormalCG(Solver):
         if b_norm == 0.0:
             return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
         start = warm_start(op.matvec, b, x0, b_norm)
-        x = tree.zeros_like(b) if start.x is None else tree.clone(start.x)
+        x = tree.zeros_like(b) if start.x is None else tree.scale(start.x, start.scale)
         r, initial = start.r, start.initial
         res = start.r_norm / b_norm
         status, message, it = Status.MAX_ITERATIONS, start.message, 0
