@@ -39,7 +39,7 @@ import _peers
 from _report import env_line, environment, parser, pyplot, write
 from nestopt import data, hparams, hypergrad, linalg, tree
 from nestopt.bilevel import BatchStream
-from nestopt.experiments._common import CE, mlp
+from nestopt.experiments._common import CE, classifier
 from nestopt.experiments.flagship import FULL as FLAGSHIP
 from nestopt.hparams import Objective
 
@@ -99,7 +99,7 @@ class Run:
 
 
 def build(name: str, kind: str, settings: Any, d: data.Splits, cfg: dict[str, Any], seed: int) -> Run:
-    net = mlp([d.input_shape[0], *cfg["hidden"], d.num_classes], seed=seed + 1)
+    net = classifier(d, cfg["hidden"], seed + 1)
     objective = Objective(net, CE, [hparams.WeightDecay(net, per="parameter", init=cfg["init_decay"])])
     params = objective.params()
     hp = {k: v.requires_grad_(True) for k, v in objective.init_hparams().items()}
