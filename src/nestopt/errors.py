@@ -78,4 +78,4 @@ class SolverWarning(NestoptWarning, RuntimeWarning):
 
 
 class OptimizerWarning(NestoptWarning, RuntimeWarning):
-    """An optimizer was configured so that it usually fails to converge, for instance momentum with |beta| >= 1."""
+    """An optimizer was configured so that it usually fails to converge, for instance momentum with ``|beta| >= 1``."""
