@@ -148,7 +148,9 @@ class Neumann(Solver):
         r0_norm, initial = start.r_norm, start.initial
         # below this relative size the terms are rounding noise: growth there proves nothing
         noise = 64 * torch.finfo(next(iter(b.values())).dtype).eps
-        if start.x is not None and (r0_norm <= noise * b_norm or (self.tol is not None and r0_norm <= self.tol * b_norm)):
+        if start.x is not None and (
+            r0_norm <= noise * b_norm or (self.tol is not None and r0_norm <= self.tol * b_norm)
+        ):
             info = SolveInfo(Status.CONVERGED, 0, initial, 0, "the initial guess meets the tolerance",
                              warm_start=True, initial_residual=initial)  # fmt: skip
             return Solution(tree.scale(start.x, start.scale), info)
