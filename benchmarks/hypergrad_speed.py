@@ -386,6 +386,8 @@ def main() -> None:
     cmd = "python benchmarks/hypergrad_speed.py" + (" --quick" if args.quick else f" --repeats {args.repeats}")
     if not args.quick and args.sizes != ["30k", "300k", "3M"]:
         cmd += f" --sizes {' '.join(args.sizes)}"
+    if not args.quick and args.unrolls != [10, 50]:
+        cmd += f" --unrolls {' '.join(map(str, args.unrolls))}"
     if args.device != "cpu":
         cmd += f" --device {args.device}"
     result = {"benchmark": "hypergrad_speed", "environment": env, "command": cmd, "rows": rows, "targets": tgt,
