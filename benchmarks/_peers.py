@@ -92,6 +92,17 @@ def nestopt_implicit(p: Any, solver: str, steps: int) -> Callable[[], Tree]:
     return run
 
 
+def nestopt_solver(p: Any, solver: linalg.Solver, curvature: str = "hessian") -> Callable[[], Tree]:
+    """nestopt's implicit hypergradient with any solver; ``curvature="gauss-newton"`` uses ``p.inner_gn``."""
+    inner = p.inner_gn if curvature == "gauss-newton" else p.inner
+
+    def run() -> Tree:
+        return hypergrad.implicit(inner, p.outer, p.params, p.hparams, p.train, p.val, solver=solver,
+                                  curvature=curvature).grads  # fmt: skip
+
+    return run
+
+
 def nestopt_unrolled(p: Any, steps: int, checkpoint: bool = False) -> Callable[[], Tree]:
     opt = functional.sgd(lr=p.lr, momentum=p.momentum)
 
@@ -302,3 +313,103 @@ def build(system: str, method: str, p: Any, steps: int, **kw: Any) -> Callable[[
     return {"nestopt": nestopt_implicit, "torchopt": torchopt_implicit, "betty": betty_implicit}[system](
         p, method, steps, **kw
     )
+
+
+# -- hypergradients inside a training loop -----------------------------------------------------------------
+# A loop builder returns ``hypergradient(params, hparams, train_batch, val_batch) -> {name: grad}`` for the live
+# tensors of a training loop (updated in place between calls); everything that is not part of a hypergradient
+# (modules, engines, decorated solvers) is built once. nestopt's strategies are called directly
+# (``Implicit.__call__``), which keeps their state across outer steps.
+
+LoopHypergradient = Callable[[Tree, Tree, Any, Any], Tree]
+
+
+def nestopt_loop(strategy: hypergrad.Implicit, inner: Any, outer: Any) -> LoopHypergradient:
+    strategy.reset()
+
+    def run(params: Tree, hparams: Tree, train: Any, val: Any) -> Tree:
+        return strategy(inner, outer, {k: v.detach() for k, v in params.items()}, hparams, train, val).grads
+
+    return run
+
+
+def torchopt_loop(inner: Any, outer: Any, keys: list[str], hkeys: list[str], solver: str, steps: int,
+                  alpha: float) -> LoopHypergradient:  # fmt: skip
+    _require("torchopt")
+    import torchopt
+
+    def objective(w: tuple[torch.Tensor, ...], h: tuple[torch.Tensor, ...], batch: Any) -> torch.Tensor:
+        return inner(dict(zip(keys, w)), dict(zip(hkeys, h)), batch)
+
+    optimality = torch.func.grad(objective, argnums=0)  # what ImplicitMetaGradientModule derives
+    if solver == "neumann":
+        solve = torchopt.linear_solve.solve_inv(ns=True, maxiter=steps, alpha=alpha)
+    else:
+        solve = torchopt.linear_solve.solve_cg(maxiter=steps, rtol=0.0, atol=0.0)
+
+    @torchopt.diff.implicit.custom_root(optimality, argnums=1, solve=solve)
+    def solved(w: tuple[torch.Tensor, ...], h: tuple[torch.Tensor, ...], batch: Any) -> tuple[torch.Tensor, ...]:
+        return w
+
+    def run(params: Tree, hparams: Tree, train: Any, val: Any) -> Tree:
+        h = tuple(hparams[k].detach().requires_grad_(True) for k in hkeys)
+        w = solved(tuple(params[k].detach() for k in keys), h, train)
+        loss = outer(dict(zip(keys, w)), dict(zip(hkeys, h)), val)
+        return dict(zip(hkeys, torch.autograd.grad(loss, h)))
+
+    return run
+
+
+def betty_loop(inner: Any, outer: Any, params: Tree, hparams: Tree, solver: str, steps: int,
+               alpha: float) -> LoopHypergradient:  # fmt: skip
+    _require("betty")
+    from betty.configs import Config, EngineConfig
+    from betty.engine import Engine
+    from betty.problems import ImplicitProblem
+
+    logging.getLogger("betty").setLevel(logging.ERROR)
+    keys, hkeys = list(params), list(hparams)
+
+    class Weights(torch.nn.Module):
+        def __init__(self, tensors: Tree, names: list[str]) -> None:
+            super().__init__()
+            self.w = torch.nn.ParameterList([torch.nn.Parameter(tensors[k].detach().clone()) for k in names])
+
+    class Inner(ImplicitProblem):
+        def training_step(self, batch: Any) -> torch.Tensor:
+            return inner(dict(zip(keys, self.module.w)), dict(zip(hkeys, self.outer.module.w)), batch)
+
+    class Outer(ImplicitProblem):
+        def training_step(self, batch: Any) -> torch.Tensor:
+            return outer(dict(zip(keys, self.inner.module.w)), dict(zip(hkeys, self.module.w)), batch)
+
+    if solver == "neumann":
+        config = Config(type="neumann", neumann_iterations=steps, neumann_alpha=alpha)
+    else:
+        config = Config(type="cg", cg_iterations=steps, cg_alpha=1.0)
+    w_mod, h_mod = Weights(params, keys), Weights(hparams, hkeys)
+    device = next(iter(params.values())).device
+    low = Inner(name="inner", config=config, module=w_mod, optimizer=torch.optim.SGD(w_mod.parameters(), lr=0.0),
+                train_data_loader=[None], device=device)  # fmt: skip
+    up = Outer(name="outer", config=Config(retain_graph=True), module=h_mod,
+               optimizer=torch.optim.SGD(h_mod.parameters(), lr=0.0), train_data_loader=[None], device=device)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Engine(problems=[up, low], config=EngineConfig(train_iters=1, logger_type="none"),
+               dependencies={"u2l": {up: [low]}, "l2u": {low: [up]}})  # fmt: skip
+
+    def run(live: Tree, live_h: Tree, train: Any, val: Any) -> Tree:
+        with torch.no_grad():  # Betty trains its own modules: hand them the loop's current tensors
+            for p, k in zip(w_mod.w, keys):
+                p.copy_(live[k])
+            for p, k in zip(h_mod.w, hkeys):
+                p.copy_(live_h[k])
+        low.cur_batch = train
+        loss, _ = up.get_loss(val)  # what Problem.one_step_descent does for the upper level, minus its step
+        up.backward(loss=loss, params=up.trainable_parameters(), paths=up.paths, create_graph=False,
+                    retain_graph=True, allow_unused=True)  # fmt: skip
+        grads = {k: t.grad for k, t in zip(hkeys, up.trainable_parameters())}
+        up.zero_grad()
+        return grads
+
+    return run

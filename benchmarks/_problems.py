@@ -27,14 +27,14 @@ from torch import Tensor
 from torch.func import functional_call
 
 from nestopt import data, linalg, tree
-from nestopt.autodiff import linearize
+from nestopt.autodiff import GaussNewtonLoss, linearize
 from nestopt.nets import mlp
 from nestopt.tree import Tree
 
 __all__ = ["HIDDEN", "LinearProblem", "MLPProblem", "logistic_problem", "mlp_problem", "ridge_problem"]
 
-# hidden width -> about 30k, 300k and 3M parameters (h^2 + 52 h + 10)
-HIDDEN = {"30k": 150, "300k": 520, "3M": 1700}
+# hidden width -> about 30k, 300k, 3M and 30M parameters (h^2 + 52 h + 10); 30M is for a GPU
+HIDDEN = {"30k": 150, "300k": 520, "3M": 1700, "30M": 5450}
 
 
 @dataclass
@@ -74,6 +74,22 @@ class MLPProblem:
         x, y = batch
         return torch.nn.functional.cross_entropy(functional_call(self.net, p, (x,)), y)
 
+    @property
+    def inner_gn(self) -> GaussNewtonLoss:
+        """``inner`` with its Gauss-Newton split: the network's outputs, the cross-entropy, the penalties."""
+
+        def rest(p: Tree, h: Tree, batch: Any) -> Tensor:
+            value = sum((h[k].exp() * p[k] ** 2).sum() for k in p)
+            if self.prox:
+                value = value + 0.5 * self.prox * sum(((p[k] - self.anchor[k]) ** 2).sum() for k in p)
+            return value
+
+        return GaussNewtonLoss(
+            outputs=lambda p, h, batch: functional_call(self.net, p, (batch[0],)),
+            head=lambda z, h, batch: torch.nn.functional.cross_entropy(z, batch[1]),
+            rest=rest,
+        )
+
     def batch(self, k: int) -> tuple[Tensor, Tensor]:
         return self.unroll_batches[k % len(self.unroll_batches)]
 
@@ -110,10 +126,12 @@ def mlp_problem(
     seed: int = 0,
     n_train: int = 2000,
     iterations: int = 20,
+    device: str | torch.device = "cpu",
 ) -> MLPProblem:
-    """Build the MLP problem at width ``hidden`` (float32, CPU): pretrain, then fix the proximal weight."""
+    """Build the MLP problem at width ``hidden`` (float32, on ``device``): pretrain, then fix the proximal weight."""
     ds = data.mnist1d(n_train=n_train, n_val=batch_size, n_test=10, seed=seed)
-    net = make_net(hidden, seed)
+    ds = data.Splits(*(data.Split(s.x.to(device), s.y.to(device)) for s in (ds.train, ds.val, ds.test)), ds.num_classes)
+    net = make_net(hidden, seed).to(device)
     for p in net.parameters():
         p.requires_grad_(False)
     params = {k: v.detach().clone() for k, v in net.named_parameters()}

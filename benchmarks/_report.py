@@ -18,7 +18,7 @@ import nestopt
 from _measure import peak_memory
 from _peers import peer_status
 
-__all__ = ["QUICK_RESULTS", "RESULTS", "environment", "interleaved", "parser", "timed", "write"]
+__all__ = ["QUICK_RESULTS", "RESULTS", "environment", "interleaved", "parser", "synchronizer", "timed", "write"]
 
 RESULTS = Path(__file__).parent / "results"
 QUICK_RESULTS = RESULTS / "quick"
@@ -42,13 +42,14 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: a smoke test in seconds")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads, the same for every system")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where every system's tensors live")
     p.add_argument(
         "--out", help=f"output folder (default {RESULTS.relative_to(RESULTS.parents[1])}; with --quick, its quick/)"
     )
     return p
 
 
-def environment(threads: int) -> dict[str, Any]:
+def environment(threads: int, device: str = "cpu") -> dict[str, Any]:
     """Fix the thread count and record what the numbers were measured with."""
     torch.set_num_threads(threads)
     peers = {}
@@ -62,21 +63,34 @@ def environment(threads: int) -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(torch.device(device)) if torch.device(device).type == "cuda" else "cpu",
         "peers": peers,
     }
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1, memory: bool = True) -> dict[str, Any]:
+def synchronizer(device: str | torch.device) -> Callable[[], None]:
+    """What makes a timer wait for the device: ``torch.cuda.synchronize`` on CUDA, nothing on the CPU."""
+    dev = torch.device(device)
+    return (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+
+
+def timed(
+    fn: Callable[[], Any], repeats: int, warmup: int = 1, memory: bool = True, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Median, min and max seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs, and its peak memory.
 
-    The spread ``(max - min) / median`` is the noise the numbers carry on this machine.
+    The spread ``(max - min) / median`` is the noise the numbers carry on this machine. On CUDA every run is
+    timed to the end of its kernels.
     """
+    sync = synchronizer(device)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
     return {
@@ -85,20 +99,25 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1, memory: bool = T
         "max_seconds": max(times),
         "spread": (max(times) - min(times)) / median if median > 0 else 0.0,
         "repeats": repeats,
-        "peak_bytes": peak_memory(fn) if memory else None,
+        "peak_bytes": peak_memory(fn, device) if memory else None,
     }
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, budget: float = 10.0) -> dict[str, dict[str, Any]]:
+def interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, budget: float = 10.0, device: str | torch.device = "cpu"
+) -> dict[str, dict[str, Any]]:
     """Time several systems round-robin (one run of each per round), so that load changes hit all alike.
 
     Every closure runs once as a warm-up; the number of rounds drops (to at least 2) when one round takes
     more than ``budget / repeats`` seconds. Returns :func:`timed`-style rows, peak memory included.
     """
+    sync = synchronizer(device)
     warm = {}
     for name, fn in fns.items():
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         warm[name] = time.perf_counter() - start
     rounds = (
         repeats
@@ -109,8 +128,10 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, budget: float =
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - start)
     out = {}
     for name, ts in times.items():
@@ -121,7 +142,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, budget: float =
             "max_seconds": max(ts),
             "spread": (max(ts) - min(ts)) / median if median > 0 else 0.0,
             "repeats": rounds,
-            "peak_bytes": peak_memory(fns[name]),
+            "peak_bytes": peak_memory(fns[name], device),
         }
     return out
 
@@ -156,7 +177,7 @@ def pyplot() -> Any:
 
 def env_line(env: dict[str, Any]) -> str:
     peers = ", ".join(f"{k} {v}" for k, v in env["peers"].items())
-    return (
-        f"torch {env['torch']}, nestopt {env['nestopt']}, {env['threads']} threads, {env['processor']}, "
-        f"python {env['python']}; peers: {peers}."
-    )
+    where = f"{env['threads']} threads, {env['processor']}"
+    if env.get("device", "cpu") != "cpu":
+        where = f"{env['device']} (host: {where})"
+    return f"torch {env['torch']}, nestopt {env['nestopt']}, {where}, python {env['python']}; peers: {peers}."

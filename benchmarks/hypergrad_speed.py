@@ -14,10 +14,17 @@ the extra bytes a hypergradient allocates, measured exactly (``_measure.peak_mem
 similarity with a reference: for implicit rows, CG to a tight tolerance on the same system (float64 where
 it fits), for unrolled rows the same unroll in float64 (the exact derivative).
 
-    python benchmarks/hypergrad_speed.py [--quick] [--sizes 30k 300k 3M] [--repeats 5] [--threads 2]
+**Equal accuracy.** A user wants a hypergradient of a given accuracy at the lowest cost, whatever the method:
+for every system and each of its methods the step count is raised until the cosine with the reference reaches
+0.99 (nestopt's methods include CG with a Nystrom preconditioner and the Gauss-Newton curvature), and the
+fastest configuration of each system is timed round-robin against the others.
 
-Target: for the same method and step count, nestopt at least 1.3x faster than the fastest peer and no more
-peak memory than any peer, at every size.
+    python benchmarks/hypergrad_speed.py [--quick] [--sizes 30k 300k 3M] [--repeats 5] [--threads 2]
+        [--device cuda] [--unrolls 10 50] [--no-equal-accuracy]
+
+Targets: for the same method and step count, nestopt at least 1.3x faster than the fastest peer and no more
+peak memory than any peer, at every size; at equal accuracy (cosine >= 0.99), nestopt at least 1.3x faster
+than the fastest peer at 300k and 3M parameters.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import torch
 import _peers
 import _problems
 from _report import env_line, environment, interleaved, parser, pyplot, write
+from nestopt import linalg
 
 GROUPS = [  # (label, method, steps, systems)
     ("implicit Neumann", "neumann", 10, ["nestopt", "torchopt", "betty"]),
@@ -44,6 +52,34 @@ QUICK_GROUPS = [
     ("unrolled", "unrolled", 3, ["nestopt", "higher", "torchopt", "betty"]),
 ]
 TARGET_SPEEDUP = 1.3
+COSINE = 0.99  # the accuracy every system must reach in the equal-accuracy table
+EQUAL_SIZES = ("300k", "3M")  # where the equal-accuracy target applies
+
+
+def _nestopt(solver_fn: Any, curvature: str = "hessian") -> Any:
+    return lambda p, k: _peers.nestopt_solver(p, solver_fn(p, k), curvature)
+
+
+# system -> method -> (builder(problem, steps) -> closure, the step counts tried, in increasing order)
+FAMILIES: dict[str, dict[str, tuple[Any, list[int]]]] = {
+    "nestopt": {
+        "Neumann": (lambda p, k: _peers.build("nestopt", "neumann", p, k), [10, 20, 40, 80]),
+        "CG": (lambda p, k: _peers.build("nestopt", "cg", p, k), [3, 4, 5, 6, 8, 10, 12, 16, 20]),
+        "CG + Nystrom 8": (
+            _nestopt(lambda p, k: linalg.CG(steps=k, tol=0.0, preconditioner=linalg.NystromPreconditioner(rank=8))),
+            [2, 3, 4, 5, 6, 8, 10],
+        ),
+        "CG, Gauss-Newton": (_nestopt(lambda p, k: linalg.CG(steps=k, tol=0.0), "gauss-newton"), [3, 4, 5, 6, 8, 10]),
+    },
+    "torchopt": {
+        "Neumann": (lambda p, k: _peers.build("torchopt", "neumann", p, k), [10, 20, 40, 80]),
+        "CG": (lambda p, k: _peers.build("torchopt", "cg", p, k), [3, 4, 5, 6, 8, 10, 12, 16, 20]),
+    },
+    "betty": {
+        "Neumann": (lambda p, k: _peers.build("betty", "neumann", p, k), [10, 20, 40, 80]),
+        "CG": (lambda p, k: _peers.build("betty", "cg", p, k), [3, 5, 10, 20]),
+    },
+}
 
 
 def references(p: _problems.MLPProblem, groups: list[Any], quick: bool) -> dict[str, Any]:
@@ -66,9 +102,11 @@ def references(p: _problems.MLPProblem, groups: list[Any], quick: bool) -> dict[
     return out
 
 
-def run_size(name: str, hidden: int, groups: list[Any], repeats: int, quick: bool) -> list[dict[str, Any]]:
+def run_size(
+    name: str, hidden: int, groups: list[Any], repeats: int, quick: bool, device: str, equal: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     start = time.perf_counter()
-    p = _problems.mlp_problem(hidden, pretrain=20 if quick else 200, n_train=512 if quick else 2000)
+    p = _problems.mlp_problem(hidden, pretrain=20 if quick else 200, n_train=512 if quick else 2000, device=device)
     print(
         f"\n== {name}: {p.n_params:,} parameters, lambda_max {p.lam_max:.3g} (built in {time.perf_counter() - start:.1f} s)"
     )
@@ -97,7 +135,7 @@ def run_size(name: str, hidden: int, groups: list[Any], repeats: int, quick: boo
                 row["status"] = f"failed: {type(err).__name__}: {err}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            measured = interleaved(fns, repeats) if fns else {}
+            measured = interleaved(fns, repeats, device=device) if fns else {}
         for system, row in group_rows.items():
             if system in measured:
                 row.update(measured[system])
@@ -118,7 +156,75 @@ def run_size(name: str, hidden: int, groups: list[Any], repeats: int, quick: boo
         rows.append(
             {"size": name, "params": p.n_params, "group": f"reference ({key})", "system": "", "status": str(info)}
         )
+    accuracy = equal_accuracy(name, p, refs["implicit"][0], repeats, device, quick) if equal else []
+    return rows, accuracy
+
+
+def equal_accuracy(
+    name: str, p: _problems.MLPProblem, ref: Any, repeats: int, device: str, quick: bool
+) -> list[dict[str, Any]]:
+    """For every system and method, the fewest steps whose cosine with ``ref`` reaches COSINE; those timed."""
+    rows: list[dict[str, Any]] = []
+    fns: dict[str, Any] = {}
+    for system, methods in FAMILIES.items():
+        for method, (make, counts) in methods.items():
+            row: dict[str, Any] = {"size": name, "params": p.n_params, "system": system, "method": method}
+            tried = []
+            try:
+                for k in counts[:2] if quick else counts:
+                    fn = make(p, k)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        cos = _problems.cosine(fn(), ref)
+                    tried.append((k, cos))
+                    if cos >= COSINE:
+                        fns[f"{system} {method} {k}"] = fn
+                        row.update(steps=k, cosine=cos, status="ok", key=f"{system} {method} {k}")
+                        break
+                else:
+                    row["status"] = f"cosine below {COSINE} up to {tried[-1][0]} steps ({tried[-1][1]:.4f})"
+            except _peers.Unavailable as err:
+                row["status"] = f"unavailable: {err}"
+            except Exception as err:  # a peer that crashes gets a row that says how
+                row["status"] = f"failed: {type(err).__name__}: {err}"
+            row["tried"] = tried
+            rows.append(row)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        measured = interleaved(fns, repeats, device=device) if fns else {}
+    for row in rows:
+        if row.get("key") in measured:
+            row.update(measured[row["key"]])
+            print(f"equal accuracy {name:<5} {row['key']:<34} {row['seconds'] * 1e3:9.1f} ms  cos {row['cosine']:.4f}")
+        else:
+            print(f"equal accuracy {name:<5} {row['system']} {row['method']:<22} {row['status']}")
     return rows
+
+
+def equal_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At each size: the fastest configuration of each system reaching the cosine, and nestopt's speedup."""
+    out = []
+    for size in dict.fromkeys(r["size"] for r in rows):
+        best: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            if (
+                r["size"] == size
+                and "seconds" in r
+                and (r["system"] not in best or r["seconds"] < best[r["system"]]["seconds"])
+            ):
+                best[r["system"]] = r
+        if "nestopt" not in best:
+            continue
+        peers = [r for s, r in best.items() if s != "nestopt"]
+        fastest = min(peers, key=lambda r: r["seconds"], default=None)
+        entry: dict[str, Any] = {"size": size, "nestopt": best["nestopt"]["key"], "nestopt_seconds": best["nestopt"]["seconds"],
+                                 "best": {s: r["key"] for s, r in best.items()}}  # fmt: skip
+        if fastest is not None:
+            entry.update(fastest_peer=fastest["key"], peer_seconds=fastest["seconds"],
+                         speedup=fastest["seconds"] / best["nestopt"]["seconds"])  # fmt: skip
+            entry["met"] = entry["speedup"] >= TARGET_SPEEDUP if size in EQUAL_SIZES else None
+        out.append(entry)
+    return out
 
 
 def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -157,7 +263,7 @@ def markdown(rows: list[dict[str, Any]], tgt: list[dict[str, Any]], env: dict[st
         "# Hypergradient speed and memory",
         "",
         f"`{cmd}`. MLP 40-h-h-10 on MNIST-1D, one weight-decay hyperparameter per parameter, batch 128, float32, "
-        f"CPU. {env_line(env)}",
+        f"{env.get('device', 'cpu')}. {env_line(env)}",
         "",
         "Time: median over the repeats after a warm-up, systems of a group timed round-robin (spread = (max - min) / "
         "median: the noise of this machine). Peak: extra memory one "
@@ -189,6 +295,43 @@ def markdown(rows: list[dict[str, Any]], tgt: list[dict[str, Any]], env: dict[st
             f"| {t['size']} | {t['group']} | {t['fastest_peer']} | {t['speedup']:.2f}x | {t['leanest_peer']} | "
             f"{t['memory_ratio']:.2f} | {'yes' if t['met'] else 'NO'} |"
         )
+    return lines
+
+
+def equal_markdown(rows: list[dict[str, Any]], tgt: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"## Equal accuracy: the fastest configuration reaching cosine {COSINE}",
+        "",
+        "For every system and method, the fewest steps whose hypergradient has cosine at least "
+        f"{COSINE} with the reference (steps tried in increasing order); those configurations timed round-robin.",
+        "",
+        "| size | system | method | steps | cosine | time (ms) | spread | peak (MiB) | status |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if "seconds" in r:
+            lines.append(
+                f"| {r['size']} | {r['system']} | {r['method']} | {r['steps']} | {r['cosine']:.4f} | "
+                f"{r['seconds'] * 1e3:.1f} | {r['spread']:.0%} | {r['peak_bytes'] / 2**20:.2f} | ok |"
+            )
+        else:
+            lines.append(f"| {r['size']} | {r['system']} | {r['method']} | | | | | | {r['status']} |")
+    lines += [
+        "",
+        f"Target: nestopt's fastest configuration at least {TARGET_SPEEDUP}x faster than the fastest peer's, at "
+        f"{' and '.join(EQUAL_SIZES)} parameters.",
+        "",
+        "| size | nestopt | fastest peer | speedup | met |",
+        "|---|---|---|---:|---|",
+    ]
+    for t in tgt:
+        met = "" if t.get("met") is None else ("yes" if t["met"] else "NO")
+        lines.append(f"| {t['size']} | {t['nestopt']} ({t['nestopt_seconds'] * 1e3:.1f} ms) | "
+                     f"{t.get('fastest_peer', '')} ({t.get('peer_seconds', float('nan')) * 1e3:.1f} ms) | "
+                     f"{t.get('speedup', float('nan')):.2f}x | {met} |")  # fmt: skip
     return lines
 
 
@@ -226,19 +369,31 @@ def plot(rows: list[dict[str, Any]]) -> Any:
 
 def main() -> None:
     ap = parser(__doc__)
-    ap.add_argument("--sizes", nargs="+", default=list(_problems.HIDDEN), choices=list(_problems.HIDDEN))
+    ap.add_argument("--sizes", nargs="+", default=["30k", "300k", "3M"], choices=list(_problems.HIDDEN))
+    ap.add_argument("--unrolls", type=int, nargs="*", default=[10, 50], help="unroll lengths of the unrolled groups")
+    ap.add_argument("--no-equal-accuracy", action="store_true", help="skip the equal-accuracy table")
     args = ap.parse_args()
-    env = environment(args.threads)
+    env = environment(args.threads, args.device)
     sizes = {"quick": 16} if args.quick else {s: _problems.HIDDEN[s] for s in args.sizes}
-    groups = QUICK_GROUPS if args.quick else GROUPS
+    groups = QUICK_GROUPS if args.quick else [g for g in GROUPS if g[1] != "unrolled" or g[2] in args.unrolls]
     repeats = 1 if args.quick else args.repeats
     rows: list[dict[str, Any]] = []
+    accuracy: list[dict[str, Any]] = []
     for name, hidden in sizes.items():
-        rows += run_size(name, hidden, groups, repeats, args.quick)
-    tgt = targets(rows)
+        r, a = run_size(name, hidden, groups, repeats, args.quick, args.device, not args.no_equal_accuracy)
+        rows, accuracy = rows + r, accuracy + a
+    tgt, eq = targets(rows), equal_targets(accuracy)
     cmd = "python benchmarks/hypergrad_speed.py" + (" --quick" if args.quick else f" --repeats {args.repeats}")
-    result = {"benchmark": "hypergrad_speed", "environment": env, "command": cmd, "rows": rows, "targets": tgt}
-    write(args.out, "hypergrad_speed", result, markdown(rows, tgt, env, cmd), plot(rows))
+    if not args.quick and args.sizes != ["30k", "300k", "3M"]:
+        cmd += f" --sizes {' '.join(args.sizes)}"
+    if not args.quick and args.unrolls != [10, 50]:
+        cmd += f" --unrolls {' '.join(map(str, args.unrolls))}"
+    if args.device != "cpu":
+        cmd += f" --device {args.device}"
+    result = {"benchmark": "hypergrad_speed", "environment": env, "command": cmd, "rows": rows, "targets": tgt,
+              "equal_accuracy": accuracy, "equal_targets": eq}  # fmt: skip
+    name = "hypergrad_speed" if args.device == "cpu" else f"hypergrad_speed_{torch.device(args.device).type}"
+    write(args.out, name, result, markdown(rows, tgt, env, cmd) + equal_markdown(accuracy, eq), plot(rows))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,18 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["hypergrad_speed", "accuracy_time", "scaling", "tuning", "optimizer_step", "curvature", "distributed"]
+SCRIPTS = [
+    "hypergrad_speed",
+    "amortized",
+    "accuracy_time",
+    "scaling",
+    "tuning",
+    "optimizer_step",
+    "curvature",
+    "joint_cost",
+    "compile_precision",
+    "distributed",
+]
 DOCS = HERE.parent / "docs" / "benchmarks.md"
 RESULTS = HERE / "results"
 INTRO = HERE / "docs_intro.md"

@@ -1,13 +1,17 @@
-"""Scaling: time and peak memory of one hypergradient against the parameter count and the unroll length.
+"""Scaling: time and peak memory of one hypergradient against the parameter count, the solver steps and the
+unroll length.
 
 The MLP problem of ``hypergrad_speed.py`` (40-h-h-10, one weight decay per parameter, batch 128, float32):
 
-* against the parameter count (h = 32 ... 1024, about 3k to 1.1M parameters): implicit Neumann 10 and CG 10
-  (nestopt, TorchOpt, Betty) and unrolled 10 steps (nestopt, higher, TorchOpt);
+* against the parameter count (h = 150 ... 1700, about 30k to 3M parameters; ``--widths 5450`` reaches 30M on a
+  GPU): implicit Neumann 10 and CG 10 (nestopt, TorchOpt, Betty) and unrolled 10 steps (nestopt, higher,
+  TorchOpt);
+* against the solver steps K = 1 ... 50 at h = 520 (about 300k parameters): implicit Neumann K and CG K (nestopt,
+  TorchOpt, Betty);
 * against the unroll length T = 1 ... 200 at h = 64 (about 7k parameters): nestopt unrolled, nestopt unrolled
   with checkpointing (memory logarithmic in T), higher and TorchOpt.
 
-    python benchmarks/scaling.py [--quick] [--repeats 3] [--threads 1]
+    python benchmarks/scaling.py [--quick] [--repeats 3] [--threads 1] [--device cuda] [--widths ...]
 """
 
 from __future__ import annotations
@@ -15,12 +19,20 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import torch
+
 import _peers
 import _problems
 from _report import env_line, environment, parser, pyplot, timed, write
 
-WIDTHS = [32, 64, 128, 256, 512, 1024]
+WIDTHS = [150, 300, 520, 1000, 1700]
+SOLVER_STEPS = [1, 2, 5, 10, 20, 50]
+SOLVER_WIDTH = 520
 UNROLLS = [1, 2, 5, 10, 20, 50, 100, 200]
+BY_STEPS = [
+    ("implicit Neumann", "neumann", ["nestopt", "torchopt", "betty"]),
+    ("implicit CG", "cg", ["nestopt", "torchopt", "betty"]),
+]
 BY_SIZE = [  # (label, method, steps, systems)
     ("implicit Neumann 10", "neumann", 10, ["nestopt", "torchopt", "betty"]),
     ("implicit CG 10", "cg", 10, ["nestopt", "torchopt", "betty"]),
@@ -29,7 +41,7 @@ BY_SIZE = [  # (label, method, steps, systems)
 BY_LENGTH = ["nestopt", "nestopt (checkpoint)", "higher", "torchopt"]
 
 
-def measure(system: str, method: str, p: Any, steps: int, repeats: int) -> dict[str, Any]:
+def measure(system: str, method: str, p: Any, steps: int, repeats: int, device: str = "cpu") -> dict[str, Any]:
     row: dict[str, Any] = {}
     try:
         if system == "nestopt (checkpoint)":
@@ -38,7 +50,7 @@ def measure(system: str, method: str, p: Any, steps: int, repeats: int) -> dict[
             fn = _peers.build(system, method, p, steps)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            row.update(timed(fn, repeats))
+            row.update(timed(fn, repeats, device=device))
         row["status"] = "ok"
     except _peers.Unavailable as err:
         row["status"] = f"unavailable: {err}"
@@ -48,24 +60,45 @@ def measure(system: str, method: str, p: Any, steps: int, repeats: int) -> dict[
 
 
 def run(
-    widths: list[int], unrolls: list[int], width_t: int, repeats: int, pretrain: int, n_train: int = 1024
+    widths: list[int],
+    unrolls: list[int],
+    width_t: int,
+    repeats: int,
+    pretrain: int,
+    n_train: int = 1024,
+    *,
+    solver_steps: list[int] = SOLVER_STEPS,
+    solver_width: int = SOLVER_WIDTH,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     rows = []
+
+    def problem(h: int) -> Any:
+        return _problems.mlp_problem(h, pretrain=pretrain, n_train=n_train, iterations=10, device=device)
+
+    def add(row: dict[str, Any], system: str, method: str, p: Any, steps: int) -> None:
+        row.update(measure(system, method, p, steps, repeats, device))
+        rows.append(row)
+        _print(row)
+
     for h in widths:
-        p = _problems.mlp_problem(h, pretrain=pretrain, n_train=n_train, iterations=10)
+        p = problem(h)
         for label, method, steps, systems in BY_SIZE:
             for system in systems:
                 row = {"sweep": "params", "group": label, "system": system, "params": p.n_params, "steps": steps}
-                row.update(measure(system, method, p, steps, repeats))
-                rows.append(row)
-                _print(row)
-    p = _problems.mlp_problem(width_t, pretrain=pretrain, n_train=n_train, iterations=10)
+                add(row, system, method, p, steps)
+    if solver_steps:
+        p = problem(solver_width)
+        for steps in solver_steps:
+            for label, method, systems in BY_STEPS:
+                for system in systems:
+                    row = {"sweep": "solver", "group": label, "system": system, "params": p.n_params, "steps": steps}
+                    add(row, system, method, p, steps)
+    p = problem(width_t)
     for steps in unrolls:
         for system in BY_LENGTH:
             row = {"sweep": "unroll", "group": "unrolled", "system": system, "params": p.n_params, "steps": steps}
-            row.update(measure(system, "unrolled", p, steps, repeats))
-            rows.append(row)
-            _print(row)
+            add(row, system, "unrolled", p, steps)
     return rows
 
 
@@ -81,11 +114,11 @@ def markdown(rows: list[dict[str, Any]], env: dict[str, Any], cmd: str) -> list[
     lines = [
         "# Scaling",
         "",
-        f"`{cmd}`. MLP on MNIST-1D, float32, CPU. {env_line(env)}",
+        f"`{cmd}`. MLP on MNIST-1D, float32, {env.get('device', 'cpu')}. {env_line(env)}",
         "",
         "Median time of one hypergradient and the peak extra memory it allocates.",
     ]
-    for sweep, key, title in (("params", "params", "parameters"), ("unroll", "steps", "unroll length T")):
+    for sweep, key, title in SWEEPS:
         sub = [r for r in rows if r["sweep"] == sweep]
         if not sub:
             continue
@@ -110,16 +143,22 @@ def markdown(rows: list[dict[str, Any]], env: dict[str, Any], cmd: str) -> list[
     return lines
 
 
+SWEEPS = (
+    ("params", "params", "parameters"),
+    ("solver", "steps", "solver steps K"),
+    ("unroll", "steps", "unroll length T"),
+)
+
+
 def plot(rows: list[dict[str, Any]]) -> Any:
     plt = pyplot()
     if plt is None:
         return None
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8))
     colors = {"nestopt": "C0", "nestopt (checkpoint)": "C4", "torchopt": "C1", "betty": "C2", "higher": "C3"}
-    styles = {"implicit Neumann 10": "o-", "implicit CG 10": "s--", "unrolled 10": "^:", "unrolled": "^-"}
-    for col, (sweep, key, xlabel) in enumerate(
-        (("params", "params", "parameters"), ("unroll", "steps", "unroll length T"))
-    ):
+    styles = {"implicit Neumann 10": "o-", "implicit CG 10": "s--", "unrolled 10": "^:", "unrolled": "^-",
+              "implicit Neumann": "o-", "implicit CG": "s--"}  # fmt: skip
+    for col, (sweep, key, xlabel) in enumerate(SWEEPS):
         sub = [r for r in rows if r["sweep"] == sweep and r["status"] == "ok"]
         for group, system in dict.fromkeys((r["group"], r["system"]) for r in sub):
             pts = [r for r in sub if (r["group"], r["system"]) == (group, system)]
@@ -132,7 +171,7 @@ def plot(rows: list[dict[str, Any]]) -> Any:
                     [r[metric] * scale for r in pts],
                     styles.get(group, "o-"),
                     color=colors.get(system),
-                    label=f"{system} {group}" if sweep == "params" else system,
+                    label=system if sweep == "unroll" else f"{system} {group}",
                     markersize=4,
                 )
                 ax.set_xscale("log")
@@ -140,10 +179,11 @@ def plot(rows: list[dict[str, Any]]) -> Any:
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel(ylabel)
                 ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
-    axes[0, 1].legend(fontsize=7)
+    for ax in axes[0]:
+        ax.legend(fontsize=7)
     axes[0, 0].set_title("against the parameter count")
-    axes[0, 1].set_title("against the unroll length")
+    axes[0, 1].set_title(f"against the solver steps ({SOLVER_WIDTH}-wide MLP)")
+    axes[0, 2].set_title("against the unroll length")
     fig.tight_layout()
     return fig
 
@@ -153,20 +193,24 @@ def main() -> None:
     ap.set_defaults(repeats=3)
     ap.add_argument("--widths", type=int, nargs="+", default=WIDTHS, help="hidden widths of the parameter sweep")
     ap.add_argument("--unrolls", type=int, nargs="+", default=UNROLLS, help="unroll lengths of the second sweep")
+    ap.add_argument("--solver-steps", type=int, nargs="*", default=SOLVER_STEPS, help="solver steps of the third sweep")
     args = ap.parse_args()
-    env = environment(args.threads)
+    env = environment(args.threads, args.device)
     if args.quick:
-        rows = run([8], [1, 3], 8, 1, pretrain=5, n_train=256)
+        rows = run([8], [1, 3], 8, 1, pretrain=5, n_train=256, solver_steps=[1, 3], solver_width=8)
     else:
-        rows = run(args.widths, args.unrolls, 64, args.repeats, pretrain=100)
+        rows = run(args.widths, args.unrolls, 64, args.repeats, pretrain=100, solver_steps=args.solver_steps,
+                   device=args.device)  # fmt: skip
     cmd = "python benchmarks/scaling.py" + (
         " --quick"
         if args.quick
         else f" --repeats {args.repeats} --widths {' '.join(map(str, args.widths))} "
-        f"--unrolls {' '.join(map(str, args.unrolls))}"
+        f"--solver-steps {' '.join(map(str, args.solver_steps))} --unrolls {' '.join(map(str, args.unrolls))}"
     )
+    cmd += f" --device {args.device}" if args.device != "cpu" else ""
     result = {"benchmark": "scaling", "environment": env, "command": cmd, "rows": rows}
-    write(args.out, "scaling", result, markdown(rows, env, cmd), plot(rows))
+    name = "scaling" if args.device == "cpu" else f"scaling_{torch.device(args.device).type}"
+    write(args.out, name, result, markdown(rows, env, cmd), plot(rows))
 
 
 if __name__ == "__main__":

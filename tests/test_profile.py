@@ -55,3 +55,35 @@ def test_peak_memory_reports_total_baseline_and_extra():
     x = torch.zeros(256)
     res = peak_memory(lambda: (x + 1).sum(), count=[x])
     assert res == {"total": F * (256 + 256 + 1), "baseline": F * 256, "extra": F * (256 + 1)}
+
+
+def _make_temporaries(w):
+    a = w * 2  # 4000 bytes, alive at the peak
+    b = a.exp()  # 4000 bytes, alive at the peak
+    return b.sum()
+
+
+def test_breakdown_names_what_was_alive_at_the_peak():
+    w = torch.zeros(1000)
+    with PeakMemory(count=[w], trace=True) as mem:
+        _make_temporaries(w)
+        small = torch.ones(10)
+    found = dict(mem.breakdown())
+    assert mem.peak == F * 3000 + F  # w, a, b and the sum alive together
+    assert found["counted"] == F * 1000
+    origins = {what.split(" <- ")[0]: (what, n) for what, n in found.items()}
+    assert origins["aten.mul.Tensor"][1] == F * 1000 and "_make_temporaries" in origins["aten.mul.Tensor"][0]
+    assert origins["aten.exp.default"][1] == F * 1000
+    assert sum(found.values()) == mem.peak
+    del small
+
+
+def test_breakdown_needs_trace():
+    with PeakMemory() as mem:
+        torch.ones(3)
+    try:
+        mem.breakdown()
+    except RuntimeError as err:
+        assert "trace=True" in str(err)
+    else:
+        raise AssertionError("breakdown without trace must raise")

@@ -15,6 +15,10 @@ that existed before the measured region (the model, the data) are counted when h
 where ``baseline`` is the bytes of the counted tensors alive when the region starts. Allocator rounding and
 caching are not modelled: the figures are tensor bytes, exactly.
 
+With ``trace=True`` every storage remembers where it was made (the operator and the innermost frames of
+nestopt or user code that called it), and :meth:`PeakMemory.breakdown` says which of them were alive at the
+peak: the tool for finding the temporaries that set a peak.
+
 :func:`peak_memory` measures a callable; on CUDA it uses ``torch.cuda.max_memory_allocated`` instead.
 
 Threads
@@ -40,7 +44,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
+import types
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,6 +64,9 @@ class PeakMemory(TorchDispatchMode):
     Args:
         count: tensors that exist before the block and belong to the measured footprint (model weights,
             data); their storages are counted until they die.
+        trace: remember where each storage was made, for :meth:`breakdown` (slower: a stack walk per
+            operator).
+        depth: with ``trace``, how many frames of the caller's stack name a storage's origin.
 
     Attributes:
         baseline: bytes of the ``count`` tensors when they were added.
@@ -64,14 +74,26 @@ class PeakMemory(TorchDispatchMode):
             when it is read).
         peak: the largest ``current`` seen.
         extra: ``peak - baseline``: what the block needed beyond the counted tensors.
+
+    Example:
+        >>> import torch
+        >>> w = torch.ones(1000)
+        >>> with PeakMemory(count=[w], trace=True) as mem:
+        ...     y = (w * 2).exp()
+        >>> [(what.split(" <- ")[0], nbytes) for what, nbytes in mem.breakdown()]
+        [('counted', 4000), ('aten.mul.Tensor', 4000), ('aten.exp.default', 4000)]
     """
 
-    def __init__(self, *, count: Iterable[torch.Tensor] = ()) -> None:
+    def __init__(self, *, count: Iterable[torch.Tensor] = (), trace: bool = False, depth: int = 2) -> None:
         super().__init__()
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
         self._current = 0
         self.peak = 0
         self.baseline = 0
+        self.trace, self.depth = bool(trace), int(depth)
+        self._origin: dict[int, str] = {}
+        self._at_peak: dict[str, int] = {}
+        self._label = "counted"
         self.baseline += self.add(count)
 
     @property
@@ -86,11 +108,43 @@ class PeakMemory(TorchDispatchMode):
     def add(self, tensors: Iterable[Any]) -> int:
         """Count the storages of ``tensors`` (anything else is ignored) from now on; returns the bytes added."""
         added = 0
+        self._label = "counted"
         for t in tensors:
             if isinstance(t, torch.Tensor):
                 added += self._track(t)
-        self.peak = max(self.peak, self._current)
+        self._new_peak()
         return added
+
+    def breakdown(self) -> list[tuple[str, int]]:
+        """With ``trace=True``: the storages alive at the peak, summed by origin, largest first.
+
+        An origin is ``"op <- file:line function <- ..."``: the operator that made the storage and the
+        innermost calling frames outside torch; ``"counted"`` are the tensors given to ``count``/:meth:`add`.
+        """
+        if not self.trace:
+            raise RuntimeError("PeakMemory(trace=True) is needed for a breakdown")
+        return sorted(self._at_peak.items(), key=lambda item: -item[1])
+
+    def _new_peak(self) -> None:
+        if self._current <= self.peak:
+            return
+        self.peak = self._current
+        if self.trace:
+            sums: dict[str, int] = {}
+            for key, (_, nbytes) in self.live.items():
+                what = self._origin.get(key, "?")
+                sums[what] = sums.get(what, 0) + nbytes
+            self._at_peak = sums
+
+    def _where(self, func: Any) -> str:
+        frames: list[str] = []
+        frame: types.FrameType | None = sys._getframe(2)
+        while frame is not None and len(frames) < self.depth:
+            path = frame.f_code.co_filename
+            if "/torch/" not in path.replace("\\", "/") and path != __file__:
+                frames.append(f"{Path(path).name}:{frame.f_lineno} {frame.f_code.co_name}")
+            frame = frame.f_back
+        return " <- ".join([str(func), *frames])
 
     def _track(self, t: torch.Tensor) -> int:
         if t.device.type == "meta":
@@ -105,12 +159,15 @@ class PeakMemory(TorchDispatchMode):
             return 0
         self.live[key] = (StorageWeakRef(storage), nbytes)
         self._current += nbytes
+        if self.trace:
+            self._origin[key] = self._label
         return nbytes
 
     def _collect(self) -> None:
         dead = [k for k, (ref, _) in self.live.items() if ref.expired()]
         for k in dead:
             self._current -= self.live.pop(k)[1]
+            self._origin.pop(k, None)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         # an output that shares an input's storage (an in-place op, a view) allocated nothing new
@@ -122,13 +179,15 @@ class PeakMemory(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         # storages freed since the last operator are dropped first: a new storage may reuse their address
         self._collect()
+        if self.trace:
+            self._label = self._where(func)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 with contextlib.suppress(RuntimeError, NotImplementedError):
                     if t.untyped_storage().data_ptr() in inputs:
                         continue
                 self._track(t)
-        self.peak = max(self.peak, self._current)
+        self._new_peak()
         return out
 
 

@@ -141,15 +141,22 @@ def axpy(alpha: float | Tensor, x: Tree, y: Tree) -> Tree:
     return {k: yy + alpha * xx for k, xx, yy in zip(keys, xs, ys)}
 
 
-def add_(a: Tree, b: Tree, alpha: float = 1.0) -> Tree:
-    """In place: ``a += alpha * b``; returns ``a``. For plain tensors (solver work vectors), not for graphs."""
+def add_(a: Tree, b: Tree, alpha: float | Tensor = 1.0) -> Tree:
+    """In place: ``a += alpha * b``; returns ``a``. For plain tensors (solver work vectors), not for graphs.
+
+    ``alpha`` may be a 0-d tensor on the leaves' device: the update then never reads it on the host (no
+    device synchronization).
+    """
     keys = list(a)
-    torch._foreach_add_([a[k] for k in keys], [b[k] for k in keys], alpha=alpha)
+    if isinstance(alpha, Tensor):
+        torch._foreach_addcmul_([a[k] for k in keys], [b[k] for k in keys], [alpha] * len(keys))
+    else:
+        torch._foreach_add_([a[k] for k in keys], [b[k] for k in keys], alpha=alpha)
     return a
 
 
-def scale_(a: Tree, alpha: float) -> Tree:
-    """In place: ``a *= alpha``; returns ``a``. For plain tensors (solver work vectors), not for graphs."""
+def scale_(a: Tree, alpha: float | Tensor) -> Tree:
+    """In place: ``a *= alpha`` (a float or a 0-d tensor); returns ``a``. For plain tensors, not for graphs."""
     torch._foreach_mul_(list(a.values()), alpha)
     return a
 

@@ -33,9 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 
-from nestopt.autodiff._core import raw_vjp, vjp
+from nestopt.autodiff._core import vjp
 from nestopt.tree import Tree
 
 __all__ = ["GaussNewtonLoss", "GaussNewtonProducts"]
@@ -73,24 +75,49 @@ class GaussNewtonLoss:
 
 class GaussNewtonProducts:
     """Products with :math:`G` at one point, from the outputs ``z`` (with their graph to the leaves ``w``),
-    the head and the rest. Build inside ``torch.enable_grad()``."""
+    the head and the rest. Build inside ``torch.enable_grad()``.
+
+    The graphs of :math:`u \\mapsto J^\\top u` and of the rest's gradient are kept through their gradient edges
+    only, not their values (parameter-sized tensors that no product reads), and the rest's product is added into
+    the Gauss-Newton product in place: a product allocates its output and the head's small temporaries.
+    """
 
     def __init__(self, z: Tensor, head: Callable[[Tensor], Tensor], rest: Tensor | None, w: list[Tensor]) -> None:
         self.z, self.w = z, w
         self.z_leaf = z.detach().requires_grad_(True)
         self.grad_z = vjp([head(self.z_leaf)], [self.z_leaf], create_graph=True)[0]  # its graph: H_head products
         self.u = z.detach().new_zeros(z.shape).requires_grad_(True)
-        self.jt_u = vjp([z], w, [self.u], create_graph=True)  # J^T u: linear in u, so its VJP in u is J v
-        self.rest_grad = None if rest is None or not rest.requires_grad else vjp([rest], w, create_graph=True)
+        # J^T u: linear in u, so its VJP in u is J v
+        self._jt = _edges(vjp([z], w, [self.u], create_graph=True))
+        self._rest = None if rest is None or not rest.requires_grad else _edges(vjp([rest], w, create_graph=True))
 
     def product(self, v: list[Tensor], *, batched: bool = False) -> list[Tensor]:
         """:math:`G v` for ``v`` shaped like ``w`` (with a leading batch dimension when ``batched``)."""
         kw: dict[str, Any] = {"retain_graph": True, "is_grads_batched": batched}
-        jv = raw_vjp(self.jt_u, [self.u], v, **kw)[0]
+        jv = _through(self._jt, v, [self.u], kw)[0]
         if jv is None:  # the outputs do not depend on w
             jv = self.u.new_zeros((v[0].shape[0], *self.u.shape) if batched else self.u.shape)
         hjv = vjp([self.grad_z], [self.z_leaf], [jv], **kw)[0]
         out = vjp([self.z], self.w, [hjv], **kw)
-        if self.rest_grad is not None:
-            out = [o + r for o, r in zip(out, vjp(self.rest_grad, self.w, v, **kw))]
+        if self._rest is not None:
+            for o, r in zip(out, _through(self._rest, v, self.w, kw)):
+                if r is not None:
+                    o.add_(r)  # o is a fresh output of this product
         return out
+
+
+_Edges = tuple[list[GradientEdge], list[int]]
+
+
+def _edges(outputs: list[Tensor]) -> _Edges:
+    """The gradient edges of the ``outputs`` that have a graph, and their positions (the values are dropped)."""
+    live = [i for i, t in enumerate(outputs) if t.requires_grad]
+    return [get_gradient_edge(outputs[i]) for i in live], live
+
+
+def _through(edges: _Edges, cotangents: list[Tensor], inputs: list[Tensor], kw: dict[str, Any]) -> list[Tensor | None]:
+    """The VJP of the outputs behind ``edges`` with ``cotangents`` (one per output, live or not)."""
+    found, live = edges
+    if not found:
+        return [None] * len(inputs)
+    return list(torch.autograd.grad(found, inputs, [cotangents[i] for i in live], allow_unused=True, **kw))

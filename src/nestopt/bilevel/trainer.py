@@ -437,6 +437,7 @@ class BilevelTrainer:
                     res, losses = self._one_outer_step(streams)
                 self.outer_step += 1
                 record = self._record(res, losses, start)
+                del res  # the hypergradient is spent: free it before the next outer step's peak
                 if self.outer_step % eval_every == 0 or self.outer_step == outer_steps:
                     record.update({f"val_{k}": v for k, v in self.evaluate(one_pass(val)).items()})
                     if test is not None:

@@ -1,10 +1,16 @@
 """What tuning hyperparameters by IFT costs over plain training: time and peak memory.
 
-Joint training (:class:`~nestopt.BilevelTrainer`, a Neumann-series hypergradient with 5 terms every 10
-training steps) against plain training of the same network, from the same initialization, on the same
-batches, for the same number of training steps. Plain training is what one would run without tuning: the
-network, its optimizer and one fixed global weight decay. Joint training tunes the decays given by ``per``
-(one per weight by default, as many hyperparameters as weights).
+Joint training (:class:`~nestopt.BilevelTrainer` with an IFT hypergradient every 10 training steps) against
+plain training of the same network, from the same initialization, on the same batches, for the same number of
+training steps. Plain training is what one would run without tuning: the network, its optimizer and one fixed
+global weight decay. Joint training tunes the decays given by ``per`` (one per weight by default, as many
+hyperparameters as weights).
+
+The hypergradient is nestopt's amortized single-loop mode (:meth:`nestopt.hypergrad.Implicit.single_loop`): one
+Hessian-vector product per outer step, continuing from the previous outer step's iterate, with the step
+:math:`1/\\lambda_{\\max}` estimated by Lanczos; ``benchmarks/amortized.py`` shows that in the same training
+loop it reaches the validation loss of a cold Neumann-5 hypergradient sooner. The full run also measures the
+cold Neumann-5 hypergradient (the configuration of the paper and of earlier versions of this experiment).
 
 Time is the median over interleaved repeats of CPU seconds of this process (one thread: immune to other
 programs on the machine). Peak memory is exact tensor-storage bytes, measured by
@@ -44,14 +50,26 @@ FULL = {
     "batch_size": 128,
     "inner_lr": 1e-3,
     "inner_steps_per_outer": 10,
+    "hypergradient": "single-loop",
+    "curvature": "hessian",
+    "refresh": 100,
     "neumann_steps": 5,
     "neumann_alpha": 0.01,
+    "compare_neumann": True,
     "steps": 1000,
     "repeats": 5,
     "memory_steps": 20,
     "threads": 1,
 }
-QUICK = {**FULL, "steps": 300, "repeats": 3}
+QUICK = {**FULL, "steps": 200, "repeats": 5, "compare_neumann": False}
+TIME, MEMORY = 1.5, 1.5  # the thresholds of the claims: joint training at most 1.5x plain training
+
+
+def strategy(cfg: Mapping[str, Any], hypergradient: str | None = None) -> hypergrad.Implicit:
+    """The hypergradient of the joint runs: ``"single-loop"`` (amortized) or ``"neumann"`` (cold Neumann series)."""
+    if (hypergradient or cfg["hypergradient"]) == "neumann":
+        return hypergrad.Implicit(solver=linalg.Neumann(steps=cfg["neumann_steps"], alpha=cfg["neumann_alpha"]))
+    return hypergrad.Implicit.single_loop(curvature=cfg["curvature"], refresh=cfg["refresh"])
 
 
 def _net(d: Splits, cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:
@@ -71,13 +89,14 @@ def plain_run(d: Splits, cfg: Mapping[str, Any], net: torch.nn.Module, steps: in
 
 
 def joint_run(
-    d: Splits, cfg: Mapping[str, Any], net: torch.nn.Module, steps: int, seed: int, per: Per
-) -> BilevelTrainer:
+    d: Splits, cfg: Mapping[str, Any], net: torch.nn.Module, steps: int, seed: int, per: Per,
+    hypergradient: str | None = None,
+) -> BilevelTrainer:  # fmt: skip
     """Train ``net`` for ``steps`` steps while tuning its decays (one global, per layer or per weight) by IFT."""
     k = cfg["inner_steps_per_outer"]
     trainer = BilevelTrainer(
         net, CE, [hparams.WeightDecay(net, per=per, init=1e-4)],
-        hypergrad=hypergrad.Implicit(solver=linalg.Neumann(steps=cfg["neumann_steps"], alpha=cfg["neumann_alpha"])),
+        hypergrad=strategy(cfg, hypergradient),
         inner_optimizer=functools.partial(torch.optim.Adam, lr=cfg["inner_lr"]),
         outer_optimizer=functools.partial(torch.optim.Adam, lr=0.01),
         inner_steps_per_outer=k,
@@ -118,6 +137,9 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
     runs: dict[str, Callable[..., Any]] = {"plain": plain_run}
     for per in pers:
         runs[per] = functools.partial(joint_run, per=per)
+    if cfg["compare_neumann"]:
+        for per in pers:
+            runs[f"{per}, Neumann 5"] = functools.partial(joint_run, per=per, hypergradient="neumann")
     with threads(cfg["threads"]):
         d = data.mnist1d(cfg["n_train"], cfg["n_val"], 10, seed=seed)
         # warm up every code path (one-time lazy initialization inside torch) before anything is timed
@@ -130,14 +152,15 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
                 seconds[name].append(_cpu_seconds(functools.partial(run, d, cfg, net, steps, seed)))
         memory = {name: _measure(name, d, cfg, seed, run) for name, run in runs.items()}
     median = {name: statistics.median(s) for name, s in seconds.items()}
+    joint = [name for name in runs if name != "plain"]
     return {
         "weights": sum(p.numel() for p in _net(d, cfg, 0).parameters()),
         "hyperparameters": {per: count(hparams.WeightDecay(_net(d, cfg, 0), per=per).init()) for per in pers},
         "seconds": seconds,
-        "time_ratio": {per: median[per] / median["plain"] for per in pers},
+        "time_ratio": {name: median[name] / median["plain"] for name in joint},
         "peak_bytes": memory,
-        "memory_ratio_total": {per: memory[per]["total"] / memory["plain"]["total"] for per in pers},
-        "memory_ratio_extra": {per: memory[per]["extra"] / memory["plain"]["extra"] for per in pers},
+        "memory_ratio_total": {name: memory[name]["total"] / memory["plain"]["total"] for name in joint},
+        "memory_ratio_extra": {name: memory[name]["extra"] / memory["plain"]["extra"] for name in joint},
     }
 
 
@@ -145,12 +168,12 @@ def claims(m: Metrics, cfg: Config) -> list[Claim]:
     out = []
     for per in cfg["per"]:
         what = f"decay per {'weight' if per == 'parameter' else per} ({m['hyperparameters'][per]:,} hyperparameters)"
-        out.append(Claim.at_most(f"time: joint / plain, {what} (CPU seconds, median)", m["time_ratio"][per], 3.0))
+        out.append(Claim.at_most(f"time: joint / plain, {what} (CPU seconds, median)", m["time_ratio"][per], TIME))
         out.append(
             Claim.at_most(
                 f"peak memory: joint / plain, {what} (total tensor bytes, as torch.cuda.max_memory_allocated counts)",
                 m["memory_ratio_total"][per],
-                2.0,
+                MEMORY,
             )
         )
     return out
@@ -169,15 +192,18 @@ def _plot(
 ) -> Any:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.0))
     names = list(seconds)
-    labels = ["plain"] + [
-        f"IFT, per {'weight' if n == 'parameter' else n}\n({n_hparams[n]:,} hparams)" for n in names[1:]
-    ]
-    colors = ["0.55", "tab:orange", "tab:red"][: len(names)]
+
+    def label(name: str) -> str:
+        per, _, method = name.partition(", ")
+        return f"IFT, per {'weight' if per == 'parameter' else per}\n({n_hparams[per]:,} hparams){', ' + method if method else ''}"
+
+    labels = ["plain"] + [label(n) for n in names[1:]]
+    colors = ["0.55", "tab:orange", "tab:red", "navajowhite", "lightcoral"][: len(names)]
     x = range(len(names))
     ax1.bar(x, [statistics.median(seconds[n]) for n in names], color=colors)
     for i, n in enumerate(names):
         ax1.plot([i] * len(seconds[n]), seconds[n], "k.", ms=4)
-    ax1.axhline(3 * statistics.median(seconds["plain"]), color="k", ls="--", lw=1, label="3 x plain")
+    ax1.axhline(TIME * statistics.median(seconds["plain"]), color="k", ls="--", lw=1, label=f"{TIME} x plain")
     ax1.legend(fontsize=8)
     ax1.set_xticks(list(x), labels, fontsize=8)
     ax1.set_ylabel(f"CPU seconds for {cfg['steps']} training steps")
@@ -188,7 +214,7 @@ def _plot(
     ax2.bar(x, base, color="0.85", label="network and data")
     ax2.bar(x, extra, bottom=base, color=colors, label="allocated by the run (at the peak)")
     plain_total = memory["plain"]["total"] / mib
-    ax2.axhline(2 * plain_total, color="k", ls="--", lw=1, label="2 x plain")
+    ax2.axhline(MEMORY * plain_total, color="k", ls="--", lw=1, label=f"{MEMORY} x plain")
     ax2.set_xticks(list(x), labels, fontsize=8)
     ax2.set_ylabel("peak tensor memory (MiB)")
     ax2.set_title("peak memory (exact tensor bytes)")
@@ -202,9 +228,9 @@ EXPERIMENT = register(
         "ift-cost",
         paper=IFT_PAPER,
         summary=(
-            "Joint training with IFT hypergradients (Neumann 5 every 10 steps) costs at most 3 times the time and "
-            "2 times the peak memory of plain training of the same network for as many steps (decays per layer and "
-            "per weight)."
+            "Joint training with amortized IFT hypergradients (single-loop: one Hessian-vector product every 10 steps) "
+            "costs at most 1.5 times the time and 1.5 times the peak memory of plain training of the same network "
+            "for as many steps (decays per layer and per weight)."
         ),
         full=FULL,
         quick=QUICK,
@@ -212,8 +238,15 @@ EXPERIMENT = register(
         claims=claims,
         plots=plots,
         figures=("cost",),
-        # With one decay per weight the hyperparameters, their Adam state and the hypergradient are each as large
-        # as the network, and the Hessian-vector products' temporaries add more.
-        known_failures=(KnownFailure("peak memory: joint / plain, decay per weight", "docs/ift.md, findings"),),
+        # Memory: plain training peaks at 8.35 network sizes (network and data included); with one decay per weight
+        # the hyperparameters, their Adam moments and the kept iterate add four before any product (1.48x), and the
+        # double backward of a Hessian-vector product holds about four more at the peak (partial products and
+        # out-of-place sums inside autograd).
+        # Time: a hypergradient costs about 3.3 training steps per 10 (a floor near 1.33x); on this shared machine
+        # the medians range from 1.15x to 1.8x with load (docs/ift.md, findings).
+        known_failures=(
+            KnownFailure("peak memory: joint / plain", "docs/ift.md, findings"),
+            KnownFailure("time: joint / plain", "docs/ift.md, findings"),
+        ),
     )
 )

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from nestopt.errors import InvalidArgumentError, ShapeMismatchError
+from nestopt.hparams._penalty import decay_penalty
 from nestopt.hparams.base import Family
 from nestopt.tree import Tree
 
@@ -92,6 +93,8 @@ class WeightDecay(Family):
         return {k: own[k].exp() for k in self.shapes}
 
     def penalty(self, params: Tree, hparams: Tree) -> Tensor:
-        coeff = self.coefficients(hparams)
-        terms = [(coeff[k] * (params[k] * params[k])).sum() for k in self.shapes]
+        """The penalty, as one fused function per tensor: its derivatives allocate one buffer each
+        (:mod:`nestopt.hparams._penalty`)."""
+        own = self.own(hparams)
+        terms = [decay_penalty(own["global" if self.per == "global" else k], params[k]) for k in self.shapes]
         return torch.stack(terms).sum()

@@ -23,18 +23,19 @@ To use an implicit solution inside a larger torch graph and call ``.backward()``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from nestopt import tree
+from nestopt._validate import positive_int
 from nestopt.autodiff import CURVATURES, DEFAULT_HVP_MODE, Counter, Curvature, HVPMode, LossFn, check_tree, linearize
 from nestopt.errors import InvalidArgumentError, NonFiniteError, UnsupportedError
 from nestopt.hypergrad._outer import outer_gradients
 from nestopt.hypergrad._reduce import CountedReduce, Reduce, counted, reduced_operator
 from nestopt.hypergrad.result import HypergradInfo, HypergradResult, VJPResult
 from nestopt.hypergrad.strategy import Problem, Strategy
-from nestopt.linalg import CG, LinearOperator, Solution, Solver
+from nestopt.linalg import CG, Amortized, LinearOperator, Neumann, Solution, Solver
 from nestopt.tree import Tree
 
 __all__ = ["DEFAULT_SOLVER_STEPS", "Implicit", "default_solver", "implicit", "implicit_solution", "implicit_vjp"]
@@ -361,6 +362,15 @@ class Implicit(Strategy):
     at the weights it reached, on the next training and validation batches. Calling the strategy directly
     runs :func:`implicit` with its settings.
 
+    **Amortized solves.** Consecutive outer steps solve nearly the same linear system, so the strategy solves
+    them as one sequence (:class:`~nestopt.linalg.Amortized`): with ``reuse_solution=True`` each solve starts
+    from the previous outer step's solution (a guess worse than zero is discarded), and what the solver
+    estimates from the Hessian (the automatic step of ``Neumann(alpha="auto")``, the sketch of
+    ``CG(preconditioner=linalg.NystromPreconditioner(...))``) is kept and refreshed every ``refresh`` outer
+    steps. With few iterations per outer step the iterates accumulate across outer steps: the single-loop
+    methods (SOBA, AmIGO) are :meth:`single_loop`. This state lives in the strategy (created by
+    :meth:`reset`, checkpointed by :meth:`state_dict`).
+
     Args:
         solver: the linear solver (default :func:`default_solver`).
         hvp_mode: how Hessian-vector products are formed.
@@ -369,31 +379,81 @@ class Implicit(Strategy):
         reduce: the data-parallel reduction (see :func:`implicit`); in a training loop, ``None`` takes the
             loop's (:attr:`Problem.reduce <nestopt.hypergrad.Problem>`), so that the strategy gives the exact
             data-parallel hypergradient under :class:`nestopt.distributed.DataParallel`.
+        reuse_solution: warm-start each outer step's solve from the previous one's solution.
+        refresh: outer steps between re-estimates of what the solver estimates from the Hessian.
 
     Example:
         >>> from nestopt import hypergrad, linalg
         >>> strategy = hypergrad.Implicit(solver=linalg.Neumann(steps=5, alpha=0.1))
         >>> strategy.solver.steps, sorted(strategy.differentiates)
         (5, ['loss'])
+        >>> hypergrad.Implicit.single_loop().solver
+        Neumann(steps=0, alpha='auto', tol=None, residual=False, on_growth='continue', check_every=1, estimate_steps=10, seed=0, throw=False)
     """
 
     solver: Solver = field(default_factory=default_solver)
     hvp_mode: HVPMode = DEFAULT_HVP_MODE
     curvature: Curvature = "hessian"
     reduce: Reduce | None = None
+    reuse_solution: bool = False
+    refresh: int = 10
     name = "implicit"
     exact_data_parallel = True
+    _session: Solver = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_solver(self.solver)
         counted(self.reduce)  # checks it
         if self.curvature not in CURVATURES:
             raise InvalidArgumentError(f"curvature must be one of {CURVATURES}, got {self.curvature!r}")
+        positive_int("refresh", self.refresh)
+        self.reset()
+
+    @classmethod
+    def single_loop(
+        cls,
+        iterations: int = 1,
+        *,
+        alpha: float | Literal["auto"] = "auto",
+        curvature: Curvature = "hessian",
+        refresh: int = 10,
+        hvp_mode: HVPMode = DEFAULT_HVP_MODE,
+    ) -> Implicit:
+        """The single-loop mode: ``iterations`` Richardson steps per outer step on :math:`H x = g`, continuing
+        from the previous outer step's iterate (SOBA, Dagreou et al. 2022; AmIGO, Arbel & Mairal 2022).
+
+        One step, :math:`x \\leftarrow x + \\alpha (g - H x)`, costs one Hessian-vector product: a
+        hypergradient then costs about what two training steps cost, and the iterate converges over the run.
+        ``alpha="auto"`` is :math:`1/\\lambda_{\\max}` estimated by Lanczos every ``refresh`` outer steps.
+        This is ``Implicit(solver=linalg.Neumann(steps=iterations - 1, alpha=alpha, on_growth="continue"),
+        reuse_solution=True)``.
+        """
+        steps = positive_int("iterations", iterations) - 1
+        solver = Neumann(steps=steps, alpha=alpha, on_growth="continue")
+        return cls(solver=solver, hvp_mode=hvp_mode, curvature=curvature, reuse_solution=True, refresh=refresh)
+
+    def reset(self) -> None:
+        """Forget the previous solution and the solver's estimates (a new run, or re-initialized weights)."""
+        amortize = self.reuse_solution or not self.solver.prepared
+        self._session = (
+            Amortized(self.solver, reuse_solution=self.reuse_solution, refresh=self.refresh)
+            if amortize
+            else self.solver
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"solver": self._session.state_dict()} if isinstance(self._session, Amortized) else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if isinstance(self._session, Amortized) and "solver" in state:
+            self._session.load_state_dict(state["solver"])
 
     def hypergradient(self, problem: Problem) -> HypergradResult:
+        if isinstance(self._session, Amortized):
+            self._session.seed = problem.seed % 2**31  # the refreshes' randomness follows the run's seed
         return implicit(
             problem.inner_loss, problem.outer_loss, tree.detach(problem.params), problem.hparams,
-            problem.next_train(), problem.next_val(), solver=self.solver, hvp_mode=self.hvp_mode, seed=problem.seed,
+            problem.next_train(), problem.next_val(), solver=self._session, hvp_mode=self.hvp_mode, seed=problem.seed,
             curvature=self.curvature, reduce=self.reduce if self.reduce is not None else problem.reduce,
         )  # fmt: skip
 
@@ -410,6 +470,6 @@ class Implicit(Strategy):
     ) -> HypergradResult:
         return implicit(
             inner_loss, outer_loss, params, hparams, inner_batch, outer_batch,
-            solver=self.solver, hessian_batch=hessian_batch, hvp_mode=self.hvp_mode, curvature=self.curvature,
+            solver=self._session, hessian_batch=hessian_batch, hvp_mode=self.hvp_mode, curvature=self.curvature,
             reduce=self.reduce,
         )  # fmt: skip

@@ -14,6 +14,8 @@ solver                     method                                               
 :class:`CG`                conjugate gradient, damping, negative-curvature check   symmetric
 :class:`Neumann`           truncated Neumann series, divergence check              any (symmetric: checked)
 :class:`Nystrom`           rank-k Nystrom approximation and Woodbury               symmetric
+:class:`Amortized`         any solver over a sequence of systems: warm starts,     as the solver
+                           estimates (preconditioner, step) kept and refreshed
 :class:`Identity`          :math:`\\alpha I`, no products                           any
 :class:`GMRES`             restarted GMRES, Givens least squares                   any
 :class:`BiCGSTAB`          stabilized bi-conjugate gradient, 2 products / step     any
@@ -34,6 +36,9 @@ for hypergradients.
 
 Eigenpairs: :func:`eigsh` (thick-restart block Lanczos, symmetric), :func:`eigs` (restarted Arnoldi,
 complex eigenpairs of general operators), :func:`power_iteration`; each returns an :class:`EigResult`.
+:func:`spectral_bounds` estimates the extreme eigenvalues from a few Lanczos steps (for step sizes).
+Preconditioners for :class:`CG`: :class:`NystromPreconditioner` (a randomized sketch built from the
+operator) and :class:`LowRankPreconditioner` (what it builds).
 
 Example:
     >>> import torch
@@ -46,8 +51,10 @@ Example:
     (tensor([0.3333, 0.3333, 0.3333], dtype=torch.float64), 1)
 """
 
+from nestopt.linalg.amortized import Amortized
 from nestopt.linalg.base import Solution, SolveInfo, Solver, Status
 from nestopt.linalg.bicgstab import BiCGSTAB
+from nestopt.linalg.bounds import SpectralBounds, spectral_bounds
 from nestopt.linalg.cg import CG
 from nestopt.linalg.eigen import EigResult, eigs, eigsh, power_iteration
 from nestopt.linalg.exact import Exact, materialize
@@ -57,24 +64,30 @@ from nestopt.linalg.neumann import Neumann
 from nestopt.linalg.normal_cg import NormalCG
 from nestopt.linalg.nystrom import Nystrom
 from nestopt.linalg.operator import LinearOperator
+from nestopt.linalg.preconditioner import LowRankPreconditioner, NystromPreconditioner
 
 __all__ = [
     "CG",
     "GMRES",
+    "Amortized",
     "BiCGSTAB",
     "EigResult",
     "Exact",
     "Identity",
     "LinearOperator",
+    "LowRankPreconditioner",
     "Neumann",
     "NormalCG",
     "Nystrom",
+    "NystromPreconditioner",
     "Solution",
     "SolveInfo",
     "Solver",
+    "SpectralBounds",
     "Status",
     "eigs",
     "eigsh",
     "materialize",
     "power_iteration",
+    "spectral_bounds",
 ]

@@ -33,7 +33,7 @@ def generator(seed: int | torch.Generator) -> torch.Generator:
 
 def random_like(like: Tree, gen: torch.Generator) -> Tree:
     """A standard normal tree like ``like`` (drawn on the CPU, leaf by leaf in key order, then moved)."""
-    return {k: torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device) for k, t in like.items()}
+    return {k: torch.randn(t.shape, generator=gen, dtype=t.dtype, device="cpu").to(t.device) for k, t in like.items()}
 
 
 class FlatOperator:
@@ -95,7 +95,7 @@ def orthonormal_block(w: Tensor, basis: Tensor, ref: Tensor, gen: torch.Generato
             r[i, i] = norm
             continue
         for _ in range(3):  # a random direction; retried in the (improbable) case it lies in the span
-            fresh = torch.randn(w.shape[1], generator=gen, dtype=w.dtype).to(w.device)[None]
+            fresh = torch.randn(w.shape[1], generator=gen, dtype=w.dtype, device="cpu").to(w.device)[None]
             fresh, _ = orthogonalize(torch.cat([basis, q[:i]]), fresh)
             fresh_norm = float(torch.linalg.vector_norm(fresh))
             if fresh_norm > 1e-3:

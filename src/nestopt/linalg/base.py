@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
+import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor
 
@@ -14,7 +16,7 @@ from nestopt.errors import InvalidArgumentError, SolverDivergedError, SolverWarn
 from nestopt.linalg.operator import LinearOperator
 from nestopt.tree import Tree
 
-__all__ = ["LinearOperator", "Solution", "SolveInfo", "Solver", "Status"]
+__all__ = ["LinearOperator", "Solution", "SolveInfo", "Solver", "Start", "Status", "warm_start"]
 
 
 class Status(enum.Enum):
@@ -54,8 +56,9 @@ class SolveInfo:
             (ask with ``residual=True`` where it costs an extra operator product).
         hvp_calls: operator products (Hessian-vector products) spent, the residual's included.
         message: details, e.g. where negative curvature was found.
-        warm_start: whether the solve started from a given initial guess ``x0``.
-        initial_residual: :math:`\\|A x_0 - b\\| / \\|b\\|` of that guess (``None`` without one).
+        warm_start: whether the solve started from a given initial guess ``x0`` (``False`` when the guess was
+            discarded, see :func:`warm_start`).
+        initial_residual: the relative residual of the start made from that guess (``None`` without one).
     """
 
     status: Status
@@ -113,7 +116,9 @@ class Solver:
 
         ``x0`` is an initial guess (a tree like ``b``), e.g. the previous solution of a slowly changing
         system; iterative solvers start from it and report it in ``info.warm_start`` and
-        ``info.initial_residual``.
+        ``info.initial_residual``. The guess is taken with the factor that is best along it (:func:`warm_start`),
+        so that a warm start is never worse than zero; a guess pointing away from the solution is discarded and
+        the solve starts from zero (``info.warm_start`` is then ``False``).
         """
         if not isinstance(op, LinearOperator):
             raise InvalidArgumentError(f"op must be a nestopt.linalg.LinearOperator, got {type(op).__name__}")
@@ -124,7 +129,8 @@ class Solver:
         calls_before = op.calls
         sol = self._solve(op, b, x0)
         sol.info.hvp_calls = op.calls - calls_before
-        sol.info.warm_start = x0 is not None and self.uses_x0
+        if x0 is None or not self.uses_x0:
+            sol.info.warm_start = False
         if sol.info.status.failed:
             text = f"{type(self).__name__}: {sol.info.status.value}: {sol.info.message or sol.info.status.message}"
             if self.throw:
@@ -150,6 +156,29 @@ class Solver:
     def _solve(self, op: LinearOperator, b: Tree, x0: Tree | None) -> Solution:
         raise NotImplementedError
 
+    # -- amortization: what a solver estimates from the operator, kept across solves -------------------
+    def prepare(self, op: LinearOperator, *, seed: int = 0) -> Solver:
+        """This solver with whatever it estimates from the operator fixed (a step size, a preconditioner).
+
+        A solver that estimates nothing returns itself. A prepared solver applied to the operators of a slowly
+        changing sequence skips the estimate; :class:`~nestopt.linalg.Amortized` refreshes it every few
+        solves. ``seed`` seeds the estimate's randomness.
+        """
+        return self
+
+    @property
+    def prepared(self) -> bool:
+        """Whether :meth:`solve` uses the solver as it is (nothing left to estimate from the operator)."""
+        return True
+
+    def prepared_state(self) -> dict[str, Any]:
+        """What :meth:`prepare` fixed, as tensors and plain values (for checkpoints); ``{}`` if nothing."""
+        return {}
+
+    def load_prepared(self, state: dict[str, Any]) -> Solver:
+        """The prepared solver that :meth:`prepared_state` describes (``self`` for an empty state)."""
+        return self
+
     @staticmethod
     def _relative_residual(op: LinearOperator, x: Tree, b: Tree, b_norm: Tensor) -> float:
         r = tree.sub(op.matvec(x), b)
@@ -158,3 +187,70 @@ class Solver:
 
 FOR_NONSYMMETRIC = "linalg.GMRES, linalg.BiCGSTAB, linalg.NormalCG (needs rmatvec) or linalg.Exact"
 """The solvers that apply to a non-symmetric operator, named in error messages."""
+
+
+@dataclass
+class Start:
+    """Where an iterative solve starts (:func:`warm_start`): from ``scale * x`` with residual ``r``.
+
+    Attributes:
+        x: the guess itself (not a copy: a solver that updates its iterate in place copies it), or ``None`` to
+            start from zero.
+        scale: the factor the guess is taken with (1 for an exact guess; see :func:`warm_start`).
+        r: the start's residual :math:`b - A\\, \\text{scale}\\, x`: a fresh tree the solver may update in place
+            (with ``copy=False`` and no guess used, ``b`` itself).
+        r_norm: :math:`\\|r\\|`.
+        initial: the start's relative residual :math:`\\|r\\| / \\|b\\|` (``None`` without a guess).
+        used: whether the guess was used (one pointing away from the solution is discarded).
+        message: why a guess was discarded.
+    """
+
+    x: Tree | None
+    scale: float
+    r: Tree
+    r_norm: float
+    initial: float | None
+    used: bool
+    message: str = ""
+
+
+def warm_start(
+    apply: Callable[[Tree], Tree], b: Tree, x0: Tree | None, b_norm: float, *, symmetric: bool = False,
+    copy: bool = True,
+) -> Start:  # fmt: skip
+    """The start of an iterative solve of :math:`A x = b` from the guess ``x0`` (or from zero).
+
+    The guess is taken with the factor :math:`\\gamma` that is best along it, so that the start is never worse
+    than zero: for a symmetric operator with :math:`x_0^\\top A x_0 > 0`, the minimizer of the energy
+    :math:`\\tfrac12 x^\\top A x - b^\\top x` (the error in the :math:`A`-norm, which conjugate gradient reduces),
+    :math:`\\gamma = b^\\top x_0 / x_0^\\top A x_0`; otherwise the minimizer of the residual,
+    :math:`\\gamma = b^\\top A x_0 / \\|A x_0\\|^2`. An exact guess has :math:`\\gamma = 1`; the previous solution of
+    a slowly changing system is shrunk or stretched to fit the new one (with the raw guess, a solution that fits
+    the previous system well can start the next solve worse than zero). A guess with :math:`\\gamma \\le 0` points
+    away from the solution and is discarded. The cost is two or three dot products: the product :math:`A x_0` is
+    needed by the warm start anyway. ``copy=False`` is for solvers that never update the residual in place:
+    from zero it is then ``b`` itself.
+
+    Example:
+        >>> import torch
+        >>> b = {"x": torch.ones(2)}
+        >>> start = warm_start(lambda v: {"x": 2.0 * v["x"]}, b, {"x": torch.full((2,), 5.0)}, 2.0**0.5, symmetric=True)
+        >>> start.used, start.scale, start.r["x"]   # 5 is ten times too large: scaled by 0.1, the start is exact
+        (True, 0.1, tensor([0., 0.]))
+    """
+    fresh = (lambda: tree.clone(b)) if copy else (lambda: b)
+    if x0 is None:
+        return Start(None, 1.0, fresh(), b_norm, None, False)
+    ax = apply(x0)
+    curvature = float(tree.dot(x0, ax)) if symmetric else 0.0
+    if curvature > 0.0:
+        gamma = float(tree.dot(b, x0)) / curvature
+    else:
+        ax_norm2 = float(tree.dot(ax, ax))
+        gamma = float(tree.dot(b, ax)) / ax_norm2 if ax_norm2 > 0.0 else 0.0
+    if not gamma > 0.0 or not math.isfinite(gamma):
+        message = f"the initial guess was discarded: it points away from the solution (best factor {gamma:.3g} <= 0)"
+        return Start(None, 1.0, fresh(), b_norm, None, False, message)
+    r = tree.add_(tree.scale_(ax, -gamma), b)  # b - gamma A x0, in the storage of the product
+    r_norm = float(tree.norm(r))
+    return Start(x0, gamma, r, r_norm, r_norm / b_norm, True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from nestopt import tree
 from nestopt._validate import nonnegative, positive_int
-from nestopt.linalg.base import LinearOperator, Solution, SolveInfo, Solver, Status
+from nestopt.linalg.base import LinearOperator, Solution, SolveInfo, Solver, Status, warm_start
 from nestopt.tree import Tree
 
 __all__ = ["BiCGSTAB"]
@@ -72,11 +72,11 @@ class BiCGSTAB(Solver):
         b_norm = float(tree.norm(b))
         if b_norm == 0.0:
             return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
-        x = tree.zeros_like(b) if x0 is None else tree.clone(x0)
-        r = tree.clone(b) if x0 is None else tree.sub(b, op.matvec(x))
-        res = float(tree.norm(r)) / b_norm
-        initial = None if x0 is None else res
-        status, message, it = Status.MAX_ITERATIONS, "", 0
+        start = warm_start(op.matvec, b, x0, b_norm)
+        x = tree.zeros_like(b) if start.x is None else tree.scale(start.x, start.scale)
+        r, initial = start.r, start.initial
+        res = start.r_norm / b_norm
+        status, message, it = Status.MAX_ITERATIONS, start.message, 0
         if res <= self.tol:
             status, message = Status.CONVERGED, "the initial guess meets the tolerance"
         r_hat = tree.clone(r)
@@ -120,4 +120,4 @@ class BiCGSTAB(Solver):
             rho = rho_new
         if self.residual and status is not Status.DIVERGED:
             res = self._relative_residual(op, x, b, tree.norm(b))
-        return Solution(x, SolveInfo(status, it, res, 0, message, initial_residual=initial))
+        return Solution(x, SolveInfo(status, it, res, 0, message, warm_start=start.used, initial_residual=initial))

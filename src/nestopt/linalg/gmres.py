@@ -10,7 +10,7 @@ import torch
 from nestopt import tree
 from nestopt._validate import nonnegative, positive_int
 from nestopt.linalg._krylov import FlatOperator, orthogonalize
-from nestopt.linalg.base import LinearOperator, Solution, SolveInfo, Solver, Status
+from nestopt.linalg.base import LinearOperator, Solution, SolveInfo, Solver, Status, warm_start
 from nestopt.tree import Tree
 
 __all__ = ["GMRES"]
@@ -75,12 +75,11 @@ class GMRES(Solver):
         b_norm = float(torch.linalg.vector_norm(rhs))
         if b_norm == 0.0:
             return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
-        x = torch.zeros_like(rhs) if x0 is None else fop.to_flat(x0).clone()
-        r = rhs.clone() if x0 is None else rhs - fop.matvec(x)
-        beta = float(torch.linalg.vector_norm(r))
-        initial = None if x0 is None else beta / b_norm
+        start = warm_start(op.matvec, b, x0, b_norm, copy=False)
+        x = torch.zeros_like(rhs) if start.x is None else start.scale * fop.to_flat(start.x)
+        r, initial, beta = fop.to_flat(start.r), start.initial, start.r_norm
         res = beta / b_norm
-        status, message, it = Status.MAX_ITERATIONS, "", 0
+        status, message, it = Status.MAX_ITERATIONS, start.message, 0
         if res <= self.tol:
             status, message = Status.CONVERGED, "the initial guess meets the tolerance"
         eps = torch.finfo(rhs.dtype).eps
@@ -139,4 +138,5 @@ class GMRES(Solver):
                 status = Status.CONVERGED
         if self.residual and status is not Status.DIVERGED:
             res = float(torch.linalg.vector_norm(rhs - fop.matvec(x))) / b_norm
-        return Solution(fop.to_tree(x), SolveInfo(status, it, res, 0, message, initial_residual=initial))
+        info = SolveInfo(status, it, res, 0, message, warm_start=start.used, initial_residual=initial)
+        return Solution(fop.to_tree(x), info)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from nestopt import tree
 from nestopt._validate import nonnegative, positive_int
-from nestopt.linalg.base import LinearOperator, Solution, SolveInfo, Solver, Status
+from nestopt.linalg.base import LinearOperator, Solution, SolveInfo, Solver, Status, warm_start
 from nestopt.tree import Tree
 
 __all__ = ["NormalCG"]
@@ -61,14 +61,14 @@ class NormalCG(Solver):
         b_norm = float(tree.norm(b))
         if b_norm == 0.0:
             return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))
-        x = tree.zeros_like(b) if x0 is None else tree.clone(x0)
-        r = tree.clone(b) if x0 is None else tree.sub(b, op.matvec(x))
-        res = float(tree.norm(r)) / b_norm
-        initial = None if x0 is None else res
-        status, message, it = Status.MAX_ITERATIONS, "", 0
+        start = warm_start(op.matvec, b, x0, b_norm)
+        x = tree.zeros_like(b) if start.x is None else tree.scale(start.x, start.scale)
+        r, initial = start.r, start.initial
+        res = start.r_norm / b_norm
+        status, message, it = Status.MAX_ITERATIONS, start.message, 0
         if res <= self.tol:
             return Solution(x, SolveInfo(Status.CONVERGED, 0, res, 0, "the initial guess meets the tolerance",
-                                         initial_residual=initial))  # fmt: skip
+                                         warm_start=start.used, initial_residual=initial))  # fmt: skip
         z = op.rmatvec(r)  # A^T r, the normal-equation residual
         zz = float(tree.dot(z, z))
         z0 = math.sqrt(zz)
@@ -97,4 +97,4 @@ class NormalCG(Solver):
             zz = zz_new
         if self.residual and status is not Status.DIVERGED:
             res = self._relative_residual(op, x, b, tree.norm(b))
-        return Solution(x, SolveInfo(status, it, res, 0, message, initial_residual=initial))
+        return Solution(x, SolveInfo(status, it, res, 0, message, warm_start=start.used, initial_residual=initial))

@@ -130,7 +130,7 @@ class Nystrom(Solver):
         n = tree.numel(b)
         if self.rank > n:
             raise InvalidArgumentError(f"rank={self.rank} exceeds the dimension {n} of the system")
-        idx = torch.randperm(n, generator=self._gen)[: self.rank]
+        idx = torch.randperm(n, generator=self._gen, device="cpu")[: self.rank]
         c = self._columns(op, b, idx)  # leaf k: rank x numel(k), row r = A e_{idx_r} restricted to leaf k
         flat_c = [c[k] for k in b]
         offsets = torch.tensor([0] + [ck.shape[1] for ck in flat_c]).cumsum(0).tolist()

@@ -1,0 +1,98 @@
+"""Joint training against plain training on any device: the time and peak memory of the ``ift-cost`` experiment.
+
+The runs of ``nestopt.experiments.ift_cost`` (plain training with a fixed global decay, and joint training that
+tunes decays per layer and per weight with the experiment's hypergradient), with the network and the data on
+``--device``. On the CPU the experiment itself is the reference (its claims use CPU seconds and exact tensor
+bytes); this script exists for the GPU, where time is wall clock after ``torch.cuda.synchronize`` and memory is
+``torch.cuda.max_memory_allocated`` (allocator bytes, model and data included).
+
+    python benchmarks/joint_cost.py [--device cuda] [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from _report import env_line, environment, parser, synchronizer, write
+from nestopt import data
+from nestopt.experiments import ift_cost
+from nestopt.profile import PeakMemory
+
+
+def _on(d: data.Splits, device: str) -> data.Splits:
+    return data.Splits(*(data.Split(s.x.to(device), s.y.to(device)) for s in (d.train, d.val, d.test)), d.num_classes)
+
+
+def peak(run: Any, d: data.Splits, cfg: dict[str, Any], device: str) -> int:
+    """Peak bytes of a run of ``cfg["memory_steps"]`` steps, model and data included."""
+    net = ift_cost._net(d, cfg, 1).to(device)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        run(d, cfg, net, cfg["memory_steps"], 0)
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated())
+    with PeakMemory(count=ift_cost._footprint(d, net)) as tracker:
+        run(d, cfg, net, cfg["memory_steps"], 0)
+    return tracker.peak
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.set_defaults(repeats=3)
+    args = ap.parse_args()
+    env = environment(args.threads, args.device)
+    cfg = dict(ift_cost.QUICK if args.quick else ift_cost.FULL)
+    if args.quick:
+        cfg.update(steps=40, repeats=1, memory_steps=20, n_train=512, hidden=[64, 64])
+    d = _on(data.mnist1d(cfg["n_train"], cfg["n_val"], 10, seed=0), args.device)
+    runs = {"plain": ift_cost.plain_run}
+    runs.update({per: functools.partial(ift_cost.joint_run, per=per) for per in cfg["per"]})
+    sync = synchronizer(args.device)
+    for run in runs.values():  # warm-up: one-time initialization inside torch
+        run(d, cfg, ift_cost._net(d, cfg, 1).to(args.device), 2 * cfg["inner_steps_per_outer"], 0)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(1 if args.quick else args.repeats):  # round-robin
+        for name, run in runs.items():
+            net = ift_cost._net(d, cfg, 1).to(args.device)
+            sync()
+            start = time.perf_counter()
+            run(d, cfg, net, cfg["steps"], 0)
+            sync()
+            seconds[name].append(time.perf_counter() - start)
+    memory = {name: peak(run, d, cfg, args.device) for name, run in runs.items()}
+    median = {name: statistics.median(s) for name, s in seconds.items()}
+    rows = [
+        {"run": name, "status": "ok", "seconds": median[name], "spread": (max(s) - min(s)) / median[name],
+         "peak_bytes": memory[name], "time_ratio": median[name] / median["plain"],
+         "memory_ratio": memory[name] / memory["plain"]}
+        for name, s in seconds.items()
+    ]  # fmt: skip
+    cmd = "python benchmarks/joint_cost.py" + (" --quick" if args.quick else f" --repeats {args.repeats}")
+    cmd += f" --device {args.device}" if args.device != "cpu" else ""
+    lines = [
+        "# Joint training cost",
+        "",
+        f"`{cmd}`. The runs of the `ift-cost` experiment ({cfg['steps']} training steps, hidden {cfg['hidden']}, "
+        f"batch {cfg['batch_size']}) on {env['device']}. {env_line(env)}",
+        "",
+        "| run | seconds (median) | spread | peak memory (MiB) | time / plain | memory / plain |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['run']} | {r['seconds']:.2f} | {r['spread']:.0%} | {r['peak_bytes'] / 2**20:.2f} | "
+        f"{r['time_ratio']:.2f} | {r['memory_ratio']:.2f} |"
+        for r in rows
+    ]
+    name = "joint_cost" if args.device == "cpu" else f"joint_cost_{torch.device(args.device).type}"
+    result = {"benchmark": "joint_cost", "environment": env, "command": cmd, "config": cfg, "rows": rows}
+    write(args.out, name, result, lines)
+
+
+if __name__ == "__main__":
+    main()
