@@ -320,6 +320,7 @@ class BilevelTrainer:
             steps=self.inner_steps_per_outer,
             outer_step=self.outer_step,
             seed=_rng.derive(self.seed, "hypergrad", self.outer_step),
+            families=tuple(self.objective.families),
         )
 
     def _one_outer_step(self, streams: dict[str, BatchStream]) -> tuple[HypergradResult, list[float]]:
