@@ -59,6 +59,7 @@ class Hypernet(BestResponseModel):
         super().__init__()
         self.space, self.hypernet = space, hnet
         self.base_shapes = parameter_shapes(model)
+        self._sizes = [s.numel() for s in self.base_shapes.values()]
         self._model = [model]  # the generated network: not a submodule (its own weights are never used)
         self.register_buffer("origin", origin)
 
