@@ -1,18 +1,18 @@
 """Hyperparameter families: what a bilevel trainer tunes, and how each enters the training loss.
 
-=========================  =========================================================  ==============
-family                     hyperparameters                                            enters through
-=========================  =========================================================  ==============
-:class:`WeightDecay`       log L2 coefficients: global, per layer or per weight       a penalty
-:class:`DistilledData`     the inputs (and optionally soft labels) of a tiny data set the batch
-:class:`AugmentationNet`   the weights of a network that transforms training inputs   the inputs
-:class:`LossReweighting`   one weight per training example or per class               the loss weights
-:class:`LearningRate`      the log inner learning rate (unrolled hypergradients only) the optimizer
-:class:`Dropout`           one dropout rate per layer (best-response models)          sampling
-:class:`Cutout`            length and number of zeroed spans / squares (discrete)     sampling
-:class:`RandomShift`       the largest circular shift of the inputs (discrete)        sampling
-:class:`AugmentationStrength`  std of input noise, range of input scaling            the inputs
-=========================  =========================================================  ==============
+=============================  ==========================================================  ================
+family                         hyperparameters                                             enters through
+=============================  ==========================================================  ================
+:class:`WeightDecay`           log L2 coefficients: global, per layer or per weight        a penalty
+:class:`DistilledData`         the inputs (and optionally soft labels) of a tiny data set  the batch
+:class:`AugmentationNet`       the weights of a network that transforms training inputs    the inputs
+:class:`LossReweighting`       one weight per training example or per class                the loss weights
+:class:`LearningRate`          the log inner learning rate (unrolled hypergradients only)  the optimizer
+:class:`Dropout`               one dropout rate per layer (best-response models)           sampling
+:class:`Cutout`                length and number of zeroed spans / squares (discrete)      sampling
+:class:`RandomShift`           the largest circular shift of the inputs (discrete)         sampling
+:class:`AugmentationStrength`  std of input noise, range of input scaling                  the inputs
+=============================  ==========================================================  ================
 
 Families with a range (:class:`Interval`: weight decays, rates, counts, strengths) can be inputs of a
 best-response model (:mod:`nestopt.bestresponse`), which tunes the ones that only act through sampling.
