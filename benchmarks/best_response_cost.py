@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from _report import environment, env_line, interleaved, parser, write
+from _report import env_line, environment, interleaved, parser, write
 from nestopt import bestresponse, data, hparams, hypergrad, tree
 from nestopt.hypergrad import Problem
 
@@ -79,8 +79,11 @@ def steps(hidden: int, batch_size: int) -> tuple[dict[str, Callable[[], Any]], i
     val = (ds.val.x[:batch_size], ds.val.y[:batch_size])
     net = network(hidden)
     plain = hparams.Objective(net, CE, [])
-    fns: dict[str, Callable[[], Any]] = {"plain training step": _training(
-        hypergrad.BestResponse(scale=None, learn_scale=False, train_steps=1), _problem(plain, {}, train, val))}
+    fns: dict[str, Callable[[], Any]] = {
+        "plain training step": _training(
+            hypergrad.BestResponse(scale=None, learn_scale=False, train_steps=1), _problem(plain, {}, train, val)
+        )
+    }
     for delta in (False, True):
         model = bestresponse.stn(net, [hparams.Dropout(net, init=0.1)], delta=delta)
         objective = hparams.Objective(model, CE, model.families)
@@ -102,14 +105,18 @@ def main() -> None:
     env = environment(args.threads)
     hidden, batch = (64, 32) if args.quick else (512, 128)
     fns, n_params = steps(hidden, batch)
-    rows = interleaved(fns, 1 if args.quick else args.repeats)
-    base = rows["plain training step"]
-    table = []
-    for name, r in rows.items():
-        r["time_ratio"] = r["seconds"] / base["seconds"]
-        r["memory_ratio"] = r["peak_bytes"] / base["peak_bytes"]
-        table.append(f"| {name} | {r['seconds'] * 1e3:.2f} | {r['time_ratio']:.2f} | {r['peak_bytes'] / 2**20:.2f} | "
-                     f"{r['memory_ratio']:.2f} | {r['spread']:.2f} |")  # fmt: skip
+    timed = interleaved(fns, 1 if args.quick else args.repeats)
+    base = timed["plain training step"]
+    rows = [
+        {"step": name, "system": "nestopt", "status": "ok", **r, "time_ratio": r["seconds"] / base["seconds"],
+         "memory_ratio": r["peak_bytes"] / base["peak_bytes"]}
+        for name, r in timed.items()
+    ]  # fmt: skip
+    table = [
+        f"| {r['step']} | {r['seconds'] * 1e3:.2f} | {r['time_ratio']:.2f} | {r['peak_bytes'] / 2**20:.2f} | "
+        f"{r['memory_ratio']:.2f} | {r['spread']:.2f} |"
+        for r in rows
+    ]
     md = [
         "# Best-response steps against a plain training step",
         "",

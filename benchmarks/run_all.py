@@ -17,7 +17,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["hypergrad_speed", "accuracy_time", "scaling", "tuning", "optimizer_step", "curvature", "distributed"]
+SCRIPTS = [
+    "hypergrad_speed",
+    "accuracy_time",
+    "scaling",
+    "tuning",
+    "optimizer_step",
+    "curvature",
+    "best_response_cost",
+    "distributed",
+]
 DOCS = HERE.parent / "docs" / "benchmarks.md"
 RESULTS = HERE / "results"
 INTRO = HERE / "docs_intro.md"

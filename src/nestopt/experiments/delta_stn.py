@@ -24,7 +24,7 @@ from nestopt import bestresponse, data, hparams, hypergrad, tree
 from nestopt.bilevel import BilevelTrainer
 from nestopt.experiments import stn_dropout
 from nestopt.experiments._br_common import DELTA_PAPER, mse, ridge, stn_run
-from nestopt.experiments._pending_registry import Claim, Context, Experiment, KnownFailure, register
+from nestopt.experiments.registry import Claim, Context, Experiment, KnownFailure, register
 
 FULL: dict[str, Any] = {
     **stn_dropout.FULL,
@@ -40,7 +40,7 @@ FULL: dict[str, Any] = {
     "ridge_noise": 1.5,
 }
 QUICK: dict[str, Any] = {**FULL, **{k: v for k, v in stn_dropout.QUICK.items() if v != stn_dropout.FULL[k]},
-                         "eval_every": 25, "ridge_seeds": [0, 1]}  # fmt: skip
+                         "steps": 250, "eval_every": 25, "ridge_seeds": [0], "ridge_steps": 100, "ridge_warmup": 50}  # fmt: skip
 
 
 def _ridge_run(cfg: dict[str, Any], seed: int, delta: bool) -> dict[str, Any]:
@@ -157,6 +157,9 @@ EXPERIMENT = register(
         claims=claims,
         plots=plots,
         figures=("delta_stn",),
-        known_failures=(KnownFailure("ridge: Delta-STN mean regret", "docs/best-response.md, findings"),),
+        known_failures=(
+            KnownFailure("ridge: Delta-STN mean regret", "docs/best-response.md, findings"),
+            KnownFailure("MNIST-1D: outer steps for Delta-STN", "docs/best-response.md, findings"),
+        ),
     )
 )

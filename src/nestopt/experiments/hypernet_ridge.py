@@ -30,7 +30,7 @@ import torch
 from nestopt import bestresponse, data, hparams
 from nestopt.bilevel import BilevelTrainer
 from nestopt.experiments._br_common import HYPERNET_PAPER, Ridge, mse, ridge
-from nestopt.experiments._pending_registry import Claim, Context, Experiment, register
+from nestopt.experiments.registry import Claim, Context, Experiment, register
 
 FULL: dict[str, Any] = {
     "seeds": [0, 1, 2, 3, 4],
@@ -49,7 +49,7 @@ FULL: dict[str, Any] = {
     "grid_high": 4.0,
     "grid_points": 2401,
 }
-QUICK: dict[str, Any] = {**FULL, "seeds": [0, 1, 2], "simplified_seeds": [0], "steps": 1000}
+QUICK: dict[str, Any] = {**FULL, "seeds": [0, 1], "simplified_seeds": [], "steps": 600, "lr": 0.1, "outer_lr": 0.1}
 
 
 def _problem(cfg: dict[str, Any], seed: int) -> Ridge:

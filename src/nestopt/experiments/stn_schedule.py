@@ -18,7 +18,7 @@ import torch
 
 from nestopt.experiments import stn_dropout
 from nestopt.experiments._br_common import STN_PAPER, stn_run
-from nestopt.experiments._pending_registry import Claim, Context, Experiment, register
+from nestopt.experiments.registry import Claim, Context, Experiment, register
 
 FULL: dict[str, Any] = {**stn_dropout.FULL, "retrain_seeds": [0, 1, 2]}
 QUICK: dict[str, Any] = {**stn_dropout.QUICK, "retrain_seeds": [0, 1]}
@@ -29,7 +29,9 @@ def compute(cfg: dict[str, Any], ctx: Context) -> dict[str, Any]:
     with torch.random.fork_rng():
         run = stn_run(cfg, d, ctx.seed, progress=ctx.show_progress)
         schedule = run.schedule
-        final = {k: float(v) for k, v in run.dropout.project({k: v.detach() for k, v in run.trainer.hparams.items()}).items()}
+        final = {
+            k: float(v) for k, v in run.dropout.project({k: v.detach() for k, v in run.trainer.hparams.items()}).items()
+        }
 
         def scheduled(i: int) -> dict[str, float]:  # the rates (by layer) of training step i
             return schedule[min(i, len(schedule) - 1)]
