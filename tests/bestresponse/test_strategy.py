@@ -223,3 +223,21 @@ def test_a_model_that_does_not_condition_on_a_family_is_refused():
                                          hypergrad=hypergrad.BestResponse())  # fmt: skip
     with pytest.raises(UnsupportedError, match="per_example=False"):
         per_example.fit(*loaders(d)[:2], outer_steps=1, progress=False)
+
+
+def test_a_simplified_hypernet_learns_the_best_response_at_the_current_value(f64):
+    from nestopt.experiments._br_common import ridge  # the closed form w*(lambda) = (G + e^lambda I)^-1 b
+
+    problem = ridge(0, n_train=15, n_val=20, dim=4, noise=0.5)
+    net = torch.nn.Linear(4, 1, bias=False)
+    model = bestresponse.hypernet(net, [hparams.WeightDecay(net, per="global", init=math.exp(-1.0))], "linear")
+    trainer = nestopt.BilevelTrainer(
+        model, _mse, model.families, hypergrad=bestresponse.hypernet_strategy("simplified"),
+        inner_optimizer=functools.partial(torch.optim.Adam, lr=0.05),
+        outer_optimizer=functools.partial(torch.optim.SGD, lr=0.0),  # lambda stays at its initial value
+    )  # fmt: skip
+    trainer.fit(data.Loader(problem.train, 15), data.Loader(problem.val, 20), outer_steps=600, progress=False)
+    lam = trainer.hparams["weight_decay/global"].detach()
+    assert float(lam) == pytest.approx(-1.0)
+    w = model(None, {"weight_decay/global": lam}, weights=True)["weight"].detach().reshape(-1)
+    assert torch.allclose(w, problem.w_star(lam), atol=1e-4)

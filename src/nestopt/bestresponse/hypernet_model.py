@@ -76,14 +76,13 @@ class Hypernet(BestResponseModel):
                 "per example: use hypergrad.BestResponse(per_example=False) (or bestresponse.hypernet_strategy)"
             )
         flat = self.hypernet(h - self.origin)
-        size = sum(s.numel() for s in self.base_shapes.values())
+        size = sum(self._sizes)
         if flat.shape != (size,):
             raise ShapeMismatchError(
                 f"the hypernetwork returned shape {tuple(flat.shape)}; the network has {size} weights"
             )
-        shapes = list(self.base_shapes.values())
-        pieces = flat.split([s.numel() for s in shapes])
-        w = {k: t.reshape(s) for k, t, s in zip(self.base_shapes, pieces, shapes)}
+        pieces = flat.split(self._sizes)
+        w = {k: t.reshape(s) for (k, s), t in zip(self.base_shapes.items(), pieces)}
         if weights:
             return w
         net = self.network

@@ -18,7 +18,7 @@ import torch
 
 from nestopt.experiments import stn_dropout
 from nestopt.experiments._br_common import STN_PAPER, stn_run
-from nestopt.experiments.registry import Claim, Context, Experiment, register
+from nestopt.experiments.registry import Claim, Context, Experiment, KnownFailure, register
 
 FULL: dict[str, Any] = {**stn_dropout.FULL, "retrain_seeds": [0, 1, 2]}
 QUICK: dict[str, Any] = {**stn_dropout.QUICK, "retrain_seeds": [0, 1]}
@@ -93,5 +93,6 @@ EXPERIMENT = register(
         claims=claims,
         plots=plots,
         figures=("stn_schedule",),
+        known_failures=(KnownFailure("retrained test accuracy, schedule minus", "docs/best-response.md, findings"),),
     )
 )

@@ -43,7 +43,7 @@ FULL: dict[str, Any] = {
     "trial_steps": 2000,
     "trial_eval_every": 250,
 }
-QUICK: dict[str, Any] = {**stn_dropout.QUICK, "max_span": 10, "init_span": 2, "budget_seconds": 2.0,
+QUICK: dict[str, Any] = {**stn_dropout.QUICK, "max_span": 10, "init_span": 2, "budget_seconds": 1.5,
                          "eval_every": 25, "trial_steps": 250, "trial_eval_every": 50}  # fmt: skip
 
 
