@@ -27,6 +27,7 @@ SCRIPTS = [
     "curvature",
     "joint_cost",
     "compile_precision",
+    "best_response_cost",
     "distributed",
 ]
 DOCS = HERE.parent / "docs" / "benchmarks.md"

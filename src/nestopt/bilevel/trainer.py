@@ -331,6 +331,7 @@ class BilevelTrainer:
             steps=self.inner_steps_per_outer,
             outer_step=self.outer_step,
             seed=_rng.derive(self.seed, "hypergrad", self.outer_step),
+            families=tuple(self.objective.families),
             reduce=self.parallel.hypergrad_reduce,
         )
 

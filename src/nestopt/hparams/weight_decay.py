@@ -12,6 +12,7 @@ from torch import Tensor
 from nestopt.errors import InvalidArgumentError, ShapeMismatchError
 from nestopt.hparams._penalty import decay_penalty
 from nestopt.hparams.base import Family
+from nestopt.hparams.interval import Interval
 from nestopt.tree import Tree
 
 __all__ = ["WeightDecay"]
@@ -70,6 +71,11 @@ class WeightDecay(Family):
         if self.per == "layer":
             return {k: torch.tensor(log_c, dtype=v.dtype, device=v.device) for k, v in self._like.items()}
         return {k: torch.full_like(v.detach(), log_c) for k, v in self._like.items()}
+
+    def intervals(self) -> dict[str, Interval]:
+        """Every coefficient lies in :math:`(0, \\infty)`; the tree holds its log."""
+        keys = ["global"] if self.per == "global" else list(self.shapes)
+        return dict.fromkeys(keys, Interval(0, math.inf, transform="exp"))
 
     def check_params(self, params: Tree) -> None:
         for k, shape in self.shapes.items():

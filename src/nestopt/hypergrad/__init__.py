@@ -18,6 +18,8 @@ fine-tuning). :func:`implicit_solution` puts an implicit solution into torch's a
 
 :class:`Implicit`, :class:`Unrolled` and :class:`Forward` are the same estimators as strategy values: a
 training loop calls them through the :class:`Strategy` protocol (see :mod:`nestopt.hypergrad.strategy`).
+:class:`BestResponse` differentiates instead through a model that conditions on the hyperparameters
+(hypernetworks, Self-Tuning Networks, Delta-STN: :mod:`nestopt.bestresponse`).
 
 Example:
     >>> import torch
@@ -32,6 +34,7 @@ Example:
     1.25
 """
 
+from nestopt.hypergrad.best_response import BestResponse
 from nestopt.hypergrad.custom_root import custom_root
 from nestopt.hypergrad.forward import Forward, forward
 from nestopt.hypergrad.implicit import Implicit, default_solver, implicit, implicit_solution, implicit_vjp
@@ -40,6 +43,7 @@ from nestopt.hypergrad.strategy import Problem, Strategy
 from nestopt.hypergrad.unrolled import Unrolled, unrolled, unrolled_vjp
 
 __all__ = [
+    "BestResponse",
     "Forward",
     "HypergradInfo",
     "HypergradResult",

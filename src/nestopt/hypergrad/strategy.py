@@ -51,7 +51,7 @@ the trainer like the built-in ones:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,7 @@ import torch
 
 from nestopt import tree
 from nestopt.autodiff import LossFn
+from nestopt.hparams.base import Family
 from nestopt.hypergrad.result import HypergradResult
 from nestopt.tree import Tree
 
@@ -89,6 +90,8 @@ class Problem:
         outer_step: the index of this outer step (0-based).
         seed: a seed for this outer step's randomness (dropout masks of products, unrolled steps): a pure
             function of the loop's seed and ``outer_step``, so that a resumed run replays it.
+        families: the hyperparameter families behind ``hparams`` (a strategy that perturbs them reads which
+            accept one value per example); empty when the loop does not say.
         reduce: in a data-parallel run whose losses are means over ranks, ``tree -> tree`` averaging over the
             ranks (see :func:`nestopt.hypergrad.implicit`); ``None`` in one process.
     """
@@ -104,6 +107,7 @@ class Problem:
     steps: int
     outer_step: int
     seed: int
+    families: Sequence[Family] = ()
     reduce: Callable[[Tree], Tree] | None = None
 
     def set_params(self, values: Tree) -> None:
