@@ -25,7 +25,7 @@ def system():
     null = torch.eye(N, dtype=D) - pinv @ h
     inside = h @ torch.randn(N, generator=gen, dtype=D)  # in the range of H
     outside = torch.randn(N, generator=gen, dtype=D)  # with a part of relative size ~0.5 in the null space
-    x0 = torch.randn(N, generator=gen, dtype=D)
+    x0 = pinv @ inside + torch.randn(N, generator=gen, dtype=D)  # toward the solution, with a null-space part
     return {"h": h, "op": op, "pinv": pinv, "null": null, "inside": inside, "outside": outside, "x0": x0,
             "lmax": float(torch.linalg.eigvalsh(h).max()), "spec": tree.flatten(like)[1]}  # fmt: skip
 
@@ -78,12 +78,25 @@ def test_cg_and_neumann_iterates_stay_in_the_range(system, steps):
 
 @pytest.mark.parametrize("name", ITERATIVE)
 def test_a_warm_start_outside_the_range_keeps_its_null_space_part(system, name):
-    # from x0, the limit is A^+ b + P_N x0: the solution closest to x0, not the minimum-norm one
+    # a solver starts from gamma x0, gamma the best factor along x0 (energy for CG and a symmetric Neumann,
+    # residual otherwise); from there the limit is A^+ b + gamma P_N x0: the solution closest to gamma x0
     s = system
-    sol = _solve(s, _converged(s)[name], s["inside"], s["x0"])
-    closest = s["pinv"] @ s["inside"] + s["null"] @ s["x0"]
-    assert sol.info.warm_start and float((s["null"] @ s["x0"]).norm()) > 1.0
+    h, b, x0 = s["h"], s["inside"], s["x0"]
+    energy = name == "cg" or (name == "neumann" and s["op"].symmetric)
+    gamma = float(b @ x0 / (x0 @ h @ x0)) if energy else float(b @ h @ x0 / (h @ x0).square().sum())
+    assert gamma > 0.0  # this x0 is kept; one pointing away is discarded (the next test)
+    sol = _solve(s, _converged(s)[name], b, x0)
+    closest = s["pinv"] @ b + gamma * (s["null"] @ x0)
+    assert sol.info.warm_start and float((s["null"] @ x0).norm()) > 1.0
     torch.testing.assert_close(_flat(sol.value), closest, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_a_warm_start_pointing_away_is_discarded_for_the_minimum_norm_solution(system, name):
+    s = system
+    sol = _solve(s, _converged(s)[name], s["inside"], -s["pinv"] @ s["inside"] + s["null"] @ s["x0"])
+    assert not sol.info.warm_start and "discarded" in sol.info.message
+    torch.testing.assert_close(_flat(sol.value), s["pinv"] @ s["inside"], rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("steps", [3, 40, 400])
@@ -150,8 +163,13 @@ def test_normal_cg_gives_the_minimum_norm_least_squares_solution(system):
     s = system
     sol = _solve(s, linalg.NormalCG(tol=1e-14), s["outside"])
     torch.testing.assert_close(_flat(sol.value), s["pinv"] @ s["outside"], rtol=1e-9, atol=1e-10)
-    warm = _solve(s, linalg.NormalCG(tol=1e-14), s["outside"], s["x0"])
-    torch.testing.assert_close(_flat(warm.value), s["pinv"] @ s["outside"] + s["null"] @ s["x0"], rtol=1e-9, atol=1e-10)
+    x0 = 0.5 * s["pinv"] @ s["outside"] + s["null"] @ s["x0"]  # half the solution, plus a null-space part
+    warm = _solve(s, linalg.NormalCG(tol=1e-14), s["outside"], x0)
+    hx0 = s["h"] @ x0
+    gamma = float(s["outside"] @ hx0 / hx0.square().sum())  # the residual's best factor along x0
+    assert gamma > 0.0 and warm.info.warm_start
+    expected = s["pinv"] @ s["outside"] + gamma * (s["null"] @ x0)
+    torch.testing.assert_close(_flat(warm.value), expected, rtol=1e-9, atol=1e-10)
 
 
 def test_gmres_and_bicgstab_outside_the_range(system):

@@ -26,8 +26,10 @@ solver                     method                                               
 inner problem is; :math:`A^{+}` its pseudo-inverse, :math:`P_N` the projector onto its null space). CG,
 Neumann, GMRES and BiCGSTAB started from zero build their answers from :math:`b, Ab, A^2 b, \\dots`, so for
 :math:`b` in the range they stay in the range and converge to :math:`A^{+} b`, the minimum-norm solution;
-from a warm start ``x0`` they keep its null-space part, :math:`A^{+} b + P_N x_0`, the solution closest to
-``x0``. For :math:`b` outside the range there is no solution: :class:`Exact` and :class:`NormalCG` return the
+from a warm start ``x0`` (taken as :math:`\\gamma x_0` with its best factor :math:`\\gamma`, or dropped when
+:math:`\\gamma \\le 0`) they keep its null-space part, :math:`A^{+} b + \\gamma P_N x_0`, the solution closest
+to :math:`\\gamma x_0`. For :math:`b` outside the range there is no solution: :class:`Exact` and :class:`NormalCG`
+return the
 minimum-norm least-squares solution :math:`A^{+} b`; Neumann adds :math:`\\alpha (K+1) P_N b`, growing with
 ``K``; CG and BiCGSTAB diverge along the null space; GMRES stops (``BREAKDOWN``) at a least-squares solution
 that is not the minimum-norm one; Nystrom returns :math:`(\\tilde A + \\rho I)^{-1} b`, whose null-space part

@@ -33,7 +33,7 @@ class BiCGSTAB(Solver):
 
     **Singular symmetric systems.** From zero the iterates lie in :math:`\\mathrm{span}\\{b, Ab, \\dots\\}`: for
     :math:`b` in the range of :math:`A` they stay in the range and converge to :math:`A^{+} b`, the
-    minimum-norm solution (from ``x0``: :math:`A^{+} b + P_N x_0`). For :math:`b` outside the range there is
+    minimum-norm solution (from ``x0``: :math:`A^{+} b + \\gamma P_N x_0`). For :math:`b` outside the range there is
     nothing to converge to: the residual stalls or grows and the iterates can grow without bound (status
     ``MAX_ITERATIONS`` with the large residual reported, or ``BREAKDOWN``); use
     :class:`~nestopt.linalg.NormalCG` for the least-squares solution.

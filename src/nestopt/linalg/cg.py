@@ -62,9 +62,10 @@ class CG(Solver):
     :math:`N`, :math:`P_N` the projector onto :math:`N`). From zero the iterates lie in the Krylov space
     :math:`\\mathrm{span}\\{b, Ab, A^2 b, \\dots\\}`. For :math:`b \\in R` that space lies in :math:`R`, so
     every iterate does, and CG converges to the only solution in :math:`R`: :math:`x = A^{+} b`, the
-    minimum-norm solution. From ``x0`` the iterates are ``x0`` plus such a space of :math:`b - A x_0 \\in R`,
-    so the null-space part of ``x0`` is kept: the limit is :math:`A^{+} b + P_N x_0`, the solution closest
-    to ``x0``. A :math:`b` with a part outside :math:`R` has no solution: the residual never falls below
+    minimum-norm solution. From ``x0`` (scaled by its best factor :math:`\\gamma`) the iterates are
+    :math:`\\gamma x_0` plus such a space of :math:`b - \\gamma A x_0 \\in R`, so the null-space part of ``x0``
+    is kept: the limit is :math:`A^{+} b + \\gamma P_N x_0`, the solution closest to :math:`\\gamma x_0`. A
+    :math:`b` with a part outside :math:`R` has no solution: the residual never falls below
     :math:`\\|P_N b\\| / \\|b\\|`, the iterates grow along the null space, and the solve ends with status
     ``NEGATIVE_CURVATURE`` (a direction of zero curvature) or ``MAX_ITERATIONS``. Use ``damping`` for
     :math:`(A + \\delta I)^{-1} b`, or :class:`~nestopt.linalg.Exact` / :class:`~nestopt.linalg.NormalCG` for

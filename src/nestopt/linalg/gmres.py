@@ -32,9 +32,10 @@ class GMRES(Solver):
 
     **Singular symmetric systems.** From zero the iterates lie in :math:`\\mathrm{span}\\{b, Ab, \\dots\\}`: for
     :math:`b` in the range of :math:`A` that is inside the range, and GMRES converges to :math:`A^{+} b`, the
-    minimum-norm solution (from ``x0``: :math:`A^{+} b + P_N x_0`, the solution closest to ``x0``). For
-    :math:`b` outside the range it stops with ``BREAKDOWN`` at a least-squares solution whose null-space part
-    is a multiple of :math:`P_N b`: not the minimum-norm one, which :class:`~nestopt.linalg.NormalCG` gives.
+    minimum-norm solution (from ``x0``: :math:`A^{+} b + \\gamma P_N x_0`, the solution closest to
+    :math:`\\gamma x_0`). For :math:`b` outside the range it stops with ``BREAKDOWN`` at a least-squares
+    solution whose null-space part is a multiple of :math:`P_N b`: not the minimum-norm one, which
+    :class:`~nestopt.linalg.NormalCG` gives.
 
     Args:
         steps: Arnoldi iterations (operator products) at most, over all cycles.

@@ -57,7 +57,7 @@ class Neumann(Solver):
     the range the null-space part grows linearly in ``K`` while no term grows (the terms tend to
     :math:`P_N b`), so no divergence is reported: the status is ``MAX_ITERATIONS`` and the residual stays at
     :math:`\\|P_N b\\| / \\|b\\|`. From ``x0`` the null-space part of ``x0`` is kept: the limit is
-    :math:`A^{+} b + P_N x_0` (plus the growing :math:`\\alpha (K+1) P_N b`).
+    :math:`A^{+} b + \\gamma P_N x_0` (plus the growing :math:`\\alpha (K+1) P_N b`).
 
     Args:
         steps: the number of operator products ``K >= 0`` (the series has ``K + 1`` terms).
