@@ -60,7 +60,8 @@ def test_branches_from_the_small_ipd_saddle_reach_both_equilibria_and_the_state_
     )  # fmt: skip
     assert all(float(v) == pytest.approx(saddle, abs=1e-6) for v in res.point.values())
     assert set(res.outcomes) == {"tit-for-tat", "defection"} and res.distinct == 2
-    assert all(len(b.path) == 7 for b in res.branches)
+    assert all(len(b.path) == 7 and not torch.equal(b.path[0]["agent1/logit"], b.path[-1]["agent1/logit"])
+               for b in res.branches)  # fmt: skip
     assert all(torch.equal(game.state[k], before[k]) for k in before)
 
 

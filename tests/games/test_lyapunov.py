@@ -119,6 +119,7 @@ def test_find_bifurcation_climbs_to_the_basin_boundary_of_the_small_ipd() -> Non
     assert not outcome(origin, 0.5) and not outcome(origin, -0.5)
     assert abs(sum(float(v) for v in res.params.values()) - 2 * saddle) < abs(2 * saddle)
     assert len(res.path) == res.iterations + 1 and len(res.history) == res.iterations + 1
+    assert not torch.equal(res.path[0]["agent1/logit"], res.path[-1]["agent1/logit"])
 
 
 def test_a_game_whose_jacobian_cannot_be_formed_raises() -> None:

@@ -123,7 +123,7 @@ def find_bifurcation(
     best_value: Tensor | None = None
     start_value: Tensor | None = None
     history: list[float] = []
-    path = [tree.detach(point)]
+    path = [tree.clone(point)]
     iterations = 0
     bar = progress(range(steps + 1), desc="exponent ascent", enabled=show_progress)
     for it in bar:
@@ -145,7 +145,7 @@ def find_bifurcation(
         res.exponent.sum().backward()
         opt.step()
         iterations += 1
-        path.append(tree.detach(point))
+        path.append(tree.clone(point))
     assert best_value is not None and start_value is not None
     scalar = not copies
     return BifurcationResult(

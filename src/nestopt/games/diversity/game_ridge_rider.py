@@ -276,11 +276,11 @@ def game_ridge_rider(
             for begin, path in progress(list(zip(starts, paths)), desc="game ridge rider", enabled=show_progress):
                 game.copy_(begin)
                 opt = make_opt(game.parameters())
-                path += [tree.detach(game.state)] if record_every else []
+                path += [tree.clone(game.state)] if record_every else []
                 for t in range(steps):
                     game.step(opt, scheme=scheme, rule=rule, batch=batch(t) if callable(batch) else batch)
                     if record_every and (t + 1) % record_every == 0:
-                        path.append(tree.detach(game.state))
+                        path.append(tree.clone(game.state))
                 finals.append(tree.clone(game.state))
         branches: list[Branch] = []
         outcomes: dict[Hashable, list[Branch]] = {}

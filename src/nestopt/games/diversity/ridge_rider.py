@@ -65,6 +65,7 @@ class Ride:
         stopped: for a leaf, why it is one: ``"minimum"`` (no negative eigenvalue at the end),
             ``"max_depth"`` or ``"budget"``; ``""`` for a ride that branched.
         order: when the search rode it (1 for the first ride; 0 for the root).
+        path: the points of the ride (joint trees, the start first), with ``keep_path=True``.
     """
 
     fingerprint: tuple[str, ...]
@@ -81,6 +82,7 @@ class Ride:
     descent_steps: int = 0
     stopped: str = ""
     order: int = 0
+    path: list[Tree] = field(default_factory=list)
 
     @property
     def is_leaf(self) -> bool:
@@ -163,7 +165,7 @@ def ridge_rider(
     search: str = "breadth",
     max_depth: int = 4,
     max_rides: int = 64,
-    ridges: int = 4,
+    ridges: int | None = None,
     negative_tol: float = 1e-8,
     loss_tol: float = 0.0,
     min_overlap: float = 0.5,
@@ -174,6 +176,7 @@ def ridge_rider(
     max_exact: int = 2048,
     lanczos: Mapping[str, Any] | None = None,
     seed: int = 0,
+    keep_path: bool = False,
     show_progress: bool | None = None,
 ) -> RidgeRiderResult:
     """Ridge Rider: ride every negative-curvature eigenvector from ``start``, branch, and collect the leaves.
@@ -190,8 +193,9 @@ def ridge_rider(
         max_depth: rides along one branch at most; a ride at this depth ends in descent.
         max_rides: rides in all at most (the search budget); ridges left in the archive are counted in
             ``info.unexplored``.
-        ridges: approximate mode: eigenpairs computed at each branching point (at most this many ridges, each
-            in both signs); exact mode: ignored (every negative eigenvalue branches).
+        ridges: at most this many ridges (each in both signs) at each branching point, the most negative
+            first (default: every negative eigenvalue in exact mode, 4 in approximate mode, where this many
+            eigenpairs are computed).
         negative_tol: an eigenvalue counts as negative below ``-negative_tol``.
         loss_tol: the ride ends when a step lowers the loss by no more than this (the step is undone).
         min_overlap: the ride ends ("lost") when no eigenvector overlaps the previous one by more.
@@ -200,6 +204,7 @@ def ridge_rider(
         max_exact: the largest problem for the exact mode.
         lanczos: ``krylov_size``, ``max_restarts``, ``tol`` for :func:`nestopt.linalg.eigsh`.
         seed: of Lanczos's random starting vectors.
+        keep_path: keep every point of every ride in ``Ride.path`` (for plots of small problems).
         show_progress: draw a progress bar over rides (``None``: when stderr is a terminal).
 
     Returns:
@@ -293,6 +298,7 @@ def ridge_rider(
         e, lam = ridge.vector, ridge.eigenvalue
         value = flat.value(x)
         eigenvalues, losses, overlaps = [lam], [value], []
+        path = [x] if keep_path else []
         reason = "max_steps"
         for _ in range(max_ride_steps):
             x_new = x + step * e
@@ -301,6 +307,8 @@ def ridge_rider(
                 reason = "loss"
                 break
             x, value = x_new, value_new
+            if keep_path:
+                path.append(x)
             lam, e, overlap = curv.track(x, e, track_k)
             eigenvalues.append(lam)
             losses.append(value)
@@ -312,7 +320,7 @@ def ridge_rider(
                 reason = "eigenvalue"
                 break
         node = Ride((*parent.fingerprint, ridge.label), parent.end, flat.tree(x), flat.tree(x), value,
-                    eigenvalues, losses, overlaps, reason, order=rides)  # fmt: skip
+                    eigenvalues, losses, overlaps, reason, order=rides, path=[flat.tree(p) for p in path])  # fmt: skip
         parent.children.append(node)
         bar.set_postfix(f"{node.label}: {reason}, loss {value:.4g}")
         if depth >= max_depth:

@@ -54,8 +54,8 @@ class Curvature:
     Args:
         flat: the loss on flat vectors.
         mode: ``"exact"`` or ``"approximate"``.
-        k: how many of the most negative eigenpairs the approximate mode computes (ignored in exact mode,
-            which sees all of them).
+        k: at most this many ridges at a point, the most negative first; the approximate mode computes this
+            many eigenpairs (default 4), the exact mode all of them (default: every negative one is a ridge).
         negative_tol: an eigenvalue counts as negative below ``-negative_tol``.
         max_exact: the largest problem for the exact mode.
         krylov_size, max_restarts, tol: Lanczos settings of the approximate mode.
@@ -67,7 +67,7 @@ class Curvature:
         flat: FlatLoss,
         mode: str,
         *,
-        k: int = 4,
+        k: int | None = None,
         negative_tol: float = 1e-8,
         max_exact: int = 2048,
         krylov_size: int | None = None,
@@ -77,7 +77,8 @@ class Curvature:
     ) -> None:
         self.flat = flat
         self.mode = one_of("mode", mode, MODES)
-        self.k = positive_int("ridges", k)
+        self.limit: int | None = None if k is None else positive_int("ridges", k)
+        self.k: int = 4 if self.limit is None else self.limit
         self.negative_tol = nonnegative("negative_tol", negative_tol)
         if mode == "exact" and flat.numel > max_exact:
             raise TooLargeError(
@@ -117,7 +118,7 @@ class Curvature:
         eigenvalue, and the gradient."""
         values, vectors, grad = self.eigenpairs(x)
         out: list[Ridge] = []
-        limit = self.k if self.mode == "approximate" else len(values)
+        limit = self.k if self.mode == "approximate" else (self.limit or len(values))
         for i, (lam, vec) in enumerate(zip(values.tolist()[:limit], vectors[:limit])):
             if lam >= -self.negative_tol:
                 break
