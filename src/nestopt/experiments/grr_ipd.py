@@ -81,7 +81,7 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
                 "reciprocity": [float(zoo.reciprocity(torch.sigmoid(b.params[k]))) for k in b.params],
             }
             for b in res.branches
-        ],  # fmt: skip
+        ],
         "outcomes": {str(k): len(v) for k, v in res.outcomes.items()},
         "distinct_outcomes": res.distinct,
         "control_outcomes": {o: controls.count(o) for o in sorted(set(controls))},
@@ -98,13 +98,13 @@ def claims(m: Metrics, cfg: Config) -> list[Claim]:
             "naive learning from the start reaches mutual defection",
             m["naive_from_start"]["outcome"] == "mutual defection",
             m["naive_from_start"]["outcome"],
-        ),  # fmt: skip
+        ),
         Claim.at_least("Game Ridge Rider: distinct outcomes from the same start", m["distinct_outcomes"], 2),
         Claim.holds(
             "Game Ridge Rider finds mutual defection and a reciprocating outcome",
             {"mutual defection", "reciprocating"} <= outcomes,
             sorted(outcomes),
-        ),  # fmt: skip
+        ),
     ]
 
 

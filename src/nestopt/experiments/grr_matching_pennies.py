@@ -81,7 +81,9 @@ def _study(name: str, make: Any, cfg: Config) -> dict[str, Any]:
     for opt_name, rule in OPTIMIZERS.items():
         recorded: dict[str, torch.Tensor] = {}
 
-        def train(starts: list[dict[str, torch.Tensor]], rule: Any = rule) -> list[dict[str, torch.Tensor]]:
+        def train(
+            starts: list[dict[str, torch.Tensor]], rule: Any = rule, recorded: dict[str, torch.Tensor] = recorded
+        ) -> list[dict[str, torch.Tensor]]:
             finals, recorded["path"] = _run_branches(make, starts, cfg, rule)
             return finals
 
@@ -134,18 +136,18 @@ def claims(m: Metrics, cfg: Config) -> list[Claim]:
             "matching pennies at its mixed equilibrium: |real part| of the Jacobian's eigenvalues",
             m["pennies_max_abs_real_part"],
             1e-6,
-        ),  # fmt: skip
+        ),
         Claim.at_least(
             "matching pennies at its mixed equilibrium: |imaginary part| (a complex pair)",
             m["pennies_min_abs_imag_part"],
             0.1,
-        ),  # fmt: skip
+        ),
         Claim.at_least(
             f"phase-dependent behaviour: most distinct behaviours over {cfg['phases']} phases "
             "(any game, any optimizer)",
             per_phase,
             2,
-        ),  # fmt: skip
+        ),
         Claim.holds(
             "naive learning cycles and look-ahead converges, from every phase, in both games",
             all(
@@ -154,7 +156,7 @@ def claims(m: Metrics, cfg: Config) -> list[Claim]:
                 for st in studies
             ),
             [[st["naive"]["behaviours"], st["look-ahead"]["behaviours"]] for st in studies],
-        ),  # fmt: skip
+        ),
     ]
 
 

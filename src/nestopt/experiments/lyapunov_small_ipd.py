@@ -82,11 +82,11 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
             "iterations": ascent.iterations,
             "outcome_from_end": ascent_outcome,
             "distance_to_boundary": distance,
-        },  # fmt: skip
+        },
         "branches": [
             {"branch": b.name, "eigenvalue": [b.eigenvalue.real, b.eigenvalue.imag], "outcome": b.label}
             for b in grr.branches
-        ],  # fmt: skip
+        ],
         "branch_outcomes": sorted(str(k) for k in grr.outcomes),
         "random_starts": {o: random.count(o) for o in ("mutual defection", "tit-for-tat", "other")},
         "fraction_defection_from_random_starts": random.count("mutual defection") / len(random),
@@ -99,7 +99,7 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
         "_path": torch.stack([torch.stack([p["agent1/logit"], p["agent2/logit"]]) for p in ascent.path]),
         "_branch_starts": torch.stack(
             [torch.stack([b.start["agent1/logit"], b.start["agent2/logit"]]) for b in grr.branches]
-        ),  # fmt: skip
+        ),
     }
 
 
@@ -111,17 +111,17 @@ def claims(m: Metrics, cfg: Config) -> list[Claim]:
             "ascent end: distance to the basin boundary along (1, 1) (at most the branching radius)",
             a["distance_to_boundary"],
             cfg["radius"],
-        ),  # fmt: skip
+        ),
         Claim.holds(
             "branches from the ascent's end reach both mutual defection and tit-for-tat",
             {"mutual defection", "tit-for-tat"} <= set(m["branch_outcomes"]),
             m["branch_outcomes"],
-        ),  # fmt: skip
+        ),
         more_than(
             f"naive learning from {cfg['random_starts']} random starts: fraction ending in mutual defection",
             m["fraction_defection_from_random_starts"],
             0.5,
-        ),  # fmt: skip
+        ),
     ]
 
 

@@ -51,7 +51,8 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
     loss = game.info["loss"]
     payoffs = game.info["payoffs"]
     unique = int(payoffs.argmin())
-    first, runs = [], []
+    first: list[dict[str, torch.Tensor]] = []
+    runs: list[dict[str, Any]] = []
     with threads(1):
         for run in ctx.progress(range(cfg["runs"]), desc="lever runs"):
             g = ctx.generator(100 + run)
@@ -103,17 +104,17 @@ def claims(m: Metrics, cfg: Config) -> list[Claim]:
     return [
         Claim.at_least(
             f"first ridge selects the unique lever (fraction of {cfg['runs']} runs)", fr["fraction_unique_lever"], 0.9
-        ),  # fmt: skip
+        ),
         Claim.at_most(
             f"|cross-play of first-ridge policies - {payoff:g}| (the unique lever's payoff)",
             abs(fr["cross_play"] - payoff),
             0.05,
-        ),  # fmt: skip
+        ),
         Claim.at_least(
             "self-play gradient descent: cross-play below the first ridge's (margin)",
             fr["cross_play"] - gd["cross_play"],
             0.0,
-        ),  # fmt: skip
+        ),
     ]
 
 

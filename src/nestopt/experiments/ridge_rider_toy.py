@@ -73,7 +73,7 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
                     "reason": leaf.reason,
                 }
                 for leaf, m in zip(leaves, leaf_minima)
-            ],  # fmt: skip
+            ],
             "minima_reached": sorted({m for m in leaf_minima if m >= 0}),
             "start_eigenvalues": res.root.eigenvalues,
             "info": res.info.as_dict(),
@@ -102,7 +102,7 @@ def claims(m: Metrics, cfg: Config) -> list[Claim]:
             f"gradient descent from near the saddle: fraction of {cfg['starts']} starts reaching a global minimum",
             gd["fraction_global"],
             0.05,
-        ),  # fmt: skip
+        ),
     ]
 
 
