@@ -202,7 +202,9 @@ def ridge_rider(
         descent_steps, descent_lr, grad_tol: the plain gradient descent that finishes each leaf.
         stationary_tol: warn when the gradient norm at ``start`` exceeds this.
         max_exact: the largest problem for the exact mode.
-        lanczos: ``krylov_size``, ``max_restarts``, ``tol`` for :func:`nestopt.linalg.eigsh`.
+        lanczos: ``krylov_size``, ``max_restarts``, ``tol`` for :func:`nestopt.linalg.eigsh` at branching
+            points, and ``track_size`` (10), ``track_restarts`` (5) for the re-tracking cycles
+            (:class:`~nestopt.games.diversity.ridges.Curvature`).
         seed: of Lanczos's random starting vectors.
         keep_path: keep every point of every ride in ``Ride.path`` (for plots of small problems).
         show_progress: draw a progress bar over rides (``None``: when stderr is a terminal).
@@ -282,7 +284,6 @@ def ridge_rider(
         archive.extend((parent, r, depth) for r in (ridges_found if search == "breadth" else reversed(ridges_found)))
 
     push(root, found, 1)
-    track_k = curv.k + 1
     rides = 0
 
     def pending() -> Iterator[tuple[Ride, Ridge, int]]:
@@ -309,7 +310,7 @@ def ridge_rider(
             x, value = x_new, value_new
             if keep_path:
                 path.append(x)
-            lam, e, overlap = curv.track(x, e, track_k)
+            lam, e, overlap = curv.track(x, e)
             eigenvalues.append(lam)
             losses.append(value)
             overlaps.append(overlap)

@@ -7,8 +7,13 @@ Two modes give the eigenpairs:
     for small problems.
 ``"approximate"``
     Lanczos on Hessian-vector products (:func:`nestopt.linalg.eigsh`, ``which="SA"``): the ``k`` most
-    negative eigenpairs. Along a ride the update is warm-started from the previous eigenvector (``v0``),
-    so it costs a few products when the ridge turns slowly.
+    negative eigenpairs at a branching point. Along a ride the update is warm-started from the previous
+    eigenvector: a Lanczos cycle of ``track_size`` vectors started at it, the Ritz pair that overlaps it most,
+    and further cycles started at that Ritz vector until its residual is below the tolerance (at most
+    ``track_restarts``). The Krylov space contains the previous vector, so the pair found is never a worse
+    eigenvector than it, a slowly turning ridge costs one cycle a step, and a ridge inside a cluster of
+    (nearly) repeated eigenvalues (permutation symmetries) is followed continuously instead of jumping to
+    whichever member of the cluster is the most negative.
 
 Ridges are ordered by eigenvalue (most negative first) and signed by :func:`canonical_sign`, so that a
 fingerprint ``("0+", "1-")`` names the same branch in every run. A ride re-picks, among the current
@@ -25,7 +30,7 @@ import torch
 from torch import Tensor
 
 from nestopt import linalg
-from nestopt._validate import nonnegative, one_of, positive_int
+from nestopt._validate import nonnegative, nonnegative_int, one_of, positive_int
 from nestopt.errors import SolverWarning, TooLargeError
 from nestopt.games.diversity._common import FlatLoss, canonical_sign
 
@@ -58,7 +63,8 @@ class Curvature:
             many eigenpairs (default 4), the exact mode all of them (default: every negative one is a ridge).
         negative_tol: an eigenvalue counts as negative below ``-negative_tol``.
         max_exact: the largest problem for the exact mode.
-        krylov_size, max_restarts, tol: Lanczos settings of the approximate mode.
+        krylov_size, max_restarts, tol: Lanczos settings of the approximate mode at branching points.
+        track_size, track_restarts: the Lanczos cycles of the approximate mode's re-tracking.
         seed: of Lanczos's random starting vectors.
     """
 
@@ -73,6 +79,8 @@ class Curvature:
         krylov_size: int | None = None,
         max_restarts: int = 50,
         tol: float | None = None,
+        track_size: int = 10,
+        track_restarts: int = 5,
         seed: int = 0,
     ) -> None:
         self.flat = flat
@@ -87,31 +95,43 @@ class Curvature:
             )
         self.k = min(self.k, flat.numel)
         self.krylov_size, self.max_restarts, self.tol = krylov_size, max_restarts, tol
+        self.track_size = max(positive_int("track_size", track_size), 2)
+        self.track_restarts = nonnegative_int("track_restarts", track_restarts)
         self.seed = seed
         self.unconverged = 0
 
     # -- eigenpairs -------------------------------------------------------------------------------
-    def _eigsh(self, op: linalg.LinearOperator, k: int, v0: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _eigsh(
+        self, op: linalg.LinearOperator, k: int, v0: Tensor | None, krylov_size: int | None = None,
+        max_restarts: int | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """``(eigenvalues, eigenvectors as rows, residuals)`` from :func:`nestopt.linalg.eigsh`, unconverged
+        pairs counted instead of warned about."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SolverWarning)
             res = linalg.eigsh(
                 op, k, which="SA", v0=None if v0 is None else self.flat.tree(v0), seed=self.seed,
-                krylov_size=self.krylov_size, max_restarts=self.max_restarts, tol=self.tol,
+                krylov_size=krylov_size or self.krylov_size,
+                max_restarts=self.max_restarts if max_restarts is None else max_restarts, tol=self.tol,
             )  # fmt: skip
         self.unconverged += int(any(issubclass(w.category, SolverWarning) for w in caught))
         vecs = torch.stack([self.flat.flat(v) for v in res.eigenvectors])
-        return res.eigenvalues.to(torch.float64), vecs
+        return res.eigenvalues.to(torch.float64), vecs, res.residuals
 
-    def eigenpairs(self, x: Tensor, k: int | None = None, v0: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def eigenpairs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(eigenvalues ascending, eigenvectors as rows, gradient)`` at ``x``: all of them in exact mode,
-        the ``k`` smallest in approximate mode (warm-started from ``v0``)."""
+        the ``k`` smallest in approximate mode."""
         op, _, grad = self.flat.hessian(x)
         if self.mode == "exact":
-            h = linalg.materialize(op).to(torch.float64)
-            values, vectors = torch.linalg.eigh(0.5 * (h + h.T))
-            return values, vectors.T.to(self.flat.dtype), grad
-        values, vectors = self._eigsh(op, min(k or self.k, self.flat.numel), v0)
+            values, vectors = self._dense(op)
+            return values, vectors, grad
+        values, vectors, _ = self._eigsh(op, self.k, None)
         return values, vectors, grad
+
+    def _dense(self, op: linalg.LinearOperator) -> tuple[Tensor, Tensor]:
+        h = linalg.materialize(op).to(torch.float64)
+        values, vectors = torch.linalg.eigh(0.5 * (h + h.T))
+        return values, vectors.T.to(self.flat.dtype)
 
     def ridges(self, x: Tensor) -> tuple[list[Ridge], Tensor, Tensor]:
         """The ridges at ``x`` (each negative eigenpair in both signs, most negative first), every computed
@@ -126,13 +146,29 @@ class Curvature:
             out += [Ridge(i, 1, lam, v), Ridge(i, -1, lam, -v)]
         return out, values, grad
 
-    def track(self, x: Tensor, previous: Tensor, k: int) -> tuple[float, Tensor, float]:
+    def track(self, x: Tensor, previous: Tensor) -> tuple[float, Tensor, float]:
         """The eigenpair at ``x`` with the largest overlap with ``previous``, signed to overlap positively:
-        ``(eigenvalue, unit eigenvector, |overlap|)``. The approximate mode computes the ``k`` smallest
-        eigenpairs warm-started from ``previous``."""
-        values, vectors, _ = self.eigenpairs(x, k=k, v0=previous)
+        ``(eigenvalue, unit eigenvector, |overlap|)`` (approximate mode: see the module docstring)."""
+        op, _, _ = self.flat.hessian(x)
+        if self.mode == "exact":
+            values, vectors = self._dense(op)
+            return self._closest(values, vectors, previous)
+        m = min(self.track_size, self.flat.numel)
+        start = previous
+        eps = torch.finfo(self.flat.dtype).eps
+        tol = self.tol if self.tol is not None else eps**0.5
+        for _ in range(self.track_restarts + 1):
+            values, vectors, residuals = self._eigsh(op, m - 1, start, krylov_size=m, max_restarts=0)
+            value, vector, overlap = self._closest(values, vectors, previous)
+            j = int(torch.argmax((vectors @ vector).abs()))
+            if float(residuals[j]) <= tol * max(float(values.abs().max()), eps):
+                break
+            start = vector
+        return value, vector, overlap
+
+    @staticmethod
+    def _closest(values: Tensor, vectors: Tensor, previous: Tensor) -> tuple[float, Tensor, float]:
         overlaps = vectors @ previous / vectors.norm(dim=1).clamp_min(torch.finfo(vectors.dtype).tiny)
         j = int(torch.argmax(overlaps.abs()))
-        v = vectors[j] / vectors[j].norm()
         sign = 1.0 if float(overlaps[j]) >= 0 else -1.0
-        return float(values[j]), sign * v, float(overlaps[j].abs())
+        return float(values[j]), sign * vectors[j] / vectors[j].norm(), float(overlaps[j].abs())
