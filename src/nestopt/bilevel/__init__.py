@@ -3,7 +3,8 @@
 from nestopt.bilevel import checkpoint
 from nestopt.bilevel.callbacks import Callback, TensorBoardLogger
 from nestopt.bilevel.history import History
+from nestopt.bilevel.parallel import Parallel
 from nestopt.bilevel.streams import BatchStream
 from nestopt.bilevel.trainer import BilevelTrainer
 
-__all__ = ["BatchStream", "BilevelTrainer", "Callback", "History", "TensorBoardLogger", "checkpoint"]
+__all__ = ["BatchStream", "BilevelTrainer", "Callback", "History", "Parallel", "TensorBoardLogger", "checkpoint"]
