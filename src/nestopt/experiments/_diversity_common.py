@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from nestopt.experiments._format import Claim
+from nestopt.experiments.registry import Claim
 
 __all__ = ["PAPER_GRR", "PAPER_LYAPUNOV", "PAPER_RR", "below", "more_than", "train_copies"]
 

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from nestopt import data
-from nestopt.experiments._format import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.experiments._games_common import PAPER
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.optim import ComplexAdam, OptimisticAdam
 from nestopt.profile import threads
 

@@ -21,7 +21,7 @@ import torch
 
 from nestopt import tree
 from nestopt.experiments._diversity_common import PAPER_GRR
-from nestopt.experiments._format import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.games import zoo
 from nestopt.games.diversity import game_ridge_rider
 from nestopt.profile import threads

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from nestopt.experiments._diversity_common import PAPER_GRR, train_copies
-from nestopt.experiments._format import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.games import zoo
 from nestopt.games.diversity import game_ridge_rider
 from nestopt.profile import threads

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from nestopt.experiments._diversity_common import PAPER_GRR
-from nestopt.experiments._format import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
 from nestopt.games import LookAhead, zoo
 from nestopt.games.diversity import find_fixed_point, game_ridge_rider
 from nestopt.profile import threads

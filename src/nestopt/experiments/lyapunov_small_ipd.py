@@ -23,14 +23,14 @@ from typing import Any
 import torch
 
 from nestopt.experiments._diversity_common import PAPER_LYAPUNOV, more_than, train_copies
-from nestopt.experiments._format import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.games import zoo
 from nestopt.games.diversity import find_bifurcation, game_ridge_rider, lyapunov
 from nestopt.profile import threads
 
 FULL = {"gamma": 0.6, "lr": 1.0, "horizon": 100, "grid": 81, "span": 4.0, "ascent_steps": 40, "ascent_lr": 0.05,
         "radius": 0.25, "learn_steps": 1000, "random_starts": 200}  # fmt: skip
-QUICK = {**FULL, "grid": 41, "ascent_steps": 25, "ascent_lr": 0.08, "horizon": 80, "learn_steps": 500}
+QUICK = {**FULL, "grid": 41, "ascent_steps": 15, "ascent_lr": 0.12, "horizon": 80, "learn_steps": 400}
 TANGENT = torch.tensor([1.0, 1.0], dtype=torch.float64) / 2**0.5
 
 

@@ -24,7 +24,7 @@ import torch
 
 from nestopt import data
 from nestopt.experiments._diversity_common import PAPER_RR
-from nestopt.experiments._format import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.games.diversity import ridge_rider
 from nestopt.games.diversity._common import FlatLoss
 from nestopt.games.diversity.ridge_rider import descend
@@ -32,7 +32,7 @@ from nestopt.profile import threads
 
 FULL = {"n_train": 1000, "hidden": 32, "ridges": 4, "step": 0.1, "max_ride_steps": 60, "descent_steps": 2000,
         "descent_lr": 0.5, "track_restarts": 2}  # fmt: skip
-QUICK = {**FULL, "n_train": 500, "hidden": 16, "ridges": 3, "max_ride_steps": 30, "descent_steps": 1000}
+QUICK = {**FULL, "n_train": 300, "hidden": 16, "ridges": 3, "max_ride_steps": 20, "descent_steps": 500}
 F64 = torch.float64
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from nestopt.experiments._diversity_common import PAPER_RR
-from nestopt.experiments._format import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.games import zoo
 from nestopt.games.diversity import ridge_rider
 from nestopt.games.diversity._common import FlatLoss
@@ -30,7 +30,7 @@ from nestopt.games.diversity.saddle import find_saddle
 from nestopt.profile import threads
 
 FULL = {"runs": 20, "ride_step": 0.1, "descent_steps": 2000, "descent_lr": 5.0, "noise": 0.01}
-QUICK = {**FULL, "runs": 10, "descent_steps": 1000}
+QUICK = {**FULL, "runs": 5, "descent_steps": 600}
 
 
 def _selected(game: Any, joint: dict[str, torch.Tensor]) -> int:

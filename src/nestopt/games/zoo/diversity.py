@@ -15,6 +15,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,24 @@ def _surface_value(xy: Tensor) -> Tensor:
     return out
 
 
+@functools.cache
+def _minima() -> Tensor:
+    """The surface's minima (float64), by Newton's method from the well centers."""
+    minima = []
+    for cx, cy, _, _ in _WELLS:
+        p = torch.tensor([cx, cy], dtype=torch.float64)
+        for _ in range(50):
+            q = p.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(_surface_value(q), q, create_graph=True)
+            h = torch.stack([torch.autograd.grad(g[i], q, retain_graph=True)[0] for i in range(2)])
+            step = torch.linalg.solve(h.detach(), g.detach())
+            p = p - step
+            if float(step.abs().max()) < 1e-13:
+                break
+        minima.append(p)
+    return torch.stack(minima)
+
+
 def ridge_surface(*, dtype: torch.dtype | None = None) -> Surface:
     """The surface of the ``ridge-rider-toy`` experiment (see the module docstring).
 
@@ -91,14 +110,7 @@ def ridge_surface(*, dtype: torch.dtype | None = None) -> Surface:
         ([[2.512, 0.0], [-2.512, 0.0], [0.0, 2.05], [0.0, -2.05]], (0, 1))
     """
     dtype = dtype if dtype is not None else torch.get_default_dtype()
-    minima = []
-    for cx, cy, _, _ in _WELLS:
-        p = torch.tensor([cx, cy], dtype=torch.float64)
-        for _ in range(50):
-            g = torch.func.grad(_surface_value)(p)
-            p = p - torch.linalg.solve(torch.func.hessian(_surface_value)(p), g)
-        minima.append(p)
-    mins = torch.stack(minima)
+    mins = _minima()
     values = _surface_value(mins)
     best = float(values.min())
     glob = tuple(i for i, v in enumerate(values.tolist()) if v <= best + 1e-9)
