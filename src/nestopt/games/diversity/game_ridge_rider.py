@@ -152,20 +152,15 @@ def _eigenpairs(
     game: Game, point: Tree, batch: Any, count: int, which: str, max_dense: int, seed: int
 ) -> tuple[Tensor, Tensor]:
     """``count`` eigenpairs of :math:`J` at ``point`` selected by ``which``, one of each conjugate pair
-    (the one with positive imaginary part); eigenvectors as complex rows."""
-    order = linalg.eigen._order(which)
-    if game.numel <= max_dense:
-        values, vectors = torch.linalg.eig(game.jacobian(point, batch, max_size=max_dense).to(torch.float64))
-        vectors = vectors.T
-    else:
-        res = linalg.eigs(game.jacobian_operator(point, batch), min(2 * count + 1, game.numel - 2), which=which,
-                          seed=seed)  # fmt: skip
-        values = res.eigenvalues.to(torch.complex128)
-        vectors = torch.stack([tree.flatten(v)[0] for v in res.eigenvectors]).to(torch.complex128)
+    (the one with positive imaginary part); eigenvectors as complex rows. :func:`nestopt.linalg.eigs` asked
+    for every eigenpair solves densely; beyond ``max_dense`` it runs Arnoldi for ``2 count + 1`` of them."""
+    n = game.numel
+    k = n if n <= max_dense else min(2 * count + 1, n - 2)
+    res = linalg.eigs(game.jacobian_operator(point, batch), k, which=which, seed=seed)
+    values = res.eigenvalues.to(torch.complex128)
+    vectors = torch.stack([tree.flatten(v)[0] for v in res.eigenvectors]).to(torch.complex128)
     keep = [i for i in range(len(values)) if float(values[i].imag) >= -1e-12 * max(1.0, float(values[i].abs()))]
-    values, vectors = values[keep], vectors[keep]
-    idx = order(values)[:count]
-    return values[idx], vectors[idx]
+    return values[keep][:count], vectors[keep][:count]
 
 
 def _default_label(game: Game, params: Tree) -> Hashable:
@@ -219,7 +214,7 @@ def game_ridge_rider(
             final points (joint trees), e.g. all branches at once as independent copies of a batched game;
             replaces the sequential loop over ``optimizer``, ``steps``, ``scheme``, ``rule`` and ``batch``.
         record_every: keep every ``record_every``-th point of each branch in ``Branch.path`` (0: none).
-        max_dense: games up to this size use the dense Jacobian, larger ones Arnoldi (:func:`nestopt.linalg.eigs`).
+        max_dense: games up to this size take every eigenpair (dense), larger ones Arnoldi (:func:`nestopt.linalg.eigs`).
         seed: for the eigensolver's and the ascent's random vectors.
         show_progress: draw a progress bar over branches.
 

@@ -36,10 +36,10 @@ import torch
 from torch import Tensor
 
 from nestopt import tree
+from nestopt._rng import generator
 from nestopt._validate import nonnegative, positive_int
 from nestopt.errors import InvalidArgumentError, NonFiniteError
 from nestopt.games.diversity.dynamics import LearningMap
-from nestopt.linalg._krylov import generator
 from nestopt.tree import Tree
 
 if TYPE_CHECKING:
