@@ -18,6 +18,12 @@ splits), :math:`\\|\\mu_1 - \\mu_2\\|^2 + \\mathrm{tr}(\\Sigma_1 + \\Sigma_2 - 2
 
 ComplexAdam's bias correction: :math:`\\hat m_t = m_t / (1 - \\beta_1^t)` with the complex power, and the update
 uses :math:`\\mathrm{Re}\\,\\hat m_t` (see docs/diversity.md for the check of this form).
+
+Finding (full run, seed 0): ComplexAdam's distance is no higher than Adam's in only 2 of 5 seeds (the claim
+asks 4); its mean is lower (17.2 against 20.6) and its spread much smaller (16.3 to 18.8 against 10.5 to
+34.6), and OptimisticAdam is best (mean 11.4). The quick run's 100 steps only rank the optimizers' first steps
+(its verdict flips with the budget).
+The claim is a documented failure (docs/diversity.md, gan-digits).
 """
 
 from __future__ import annotations
@@ -30,13 +36,13 @@ from torch import nn
 
 from nestopt import data
 from nestopt.experiments._games_common import PAPER
-from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
 from nestopt.optim import ComplexAdam, OptimisticAdam
 from nestopt.profile import threads
 
 FULL = {"seeds": 5, "steps": 2000, "lr": 1e-3, "batch_size": 64, "width": 16, "latent": 16, "samples": 1000,
         "classifier_steps": 400}  # fmt: skip
-QUICK = {**FULL, "steps": 300, "width": 8}
+QUICK = {**FULL, "seeds": 2, "steps": 100, "width": 8, "samples": 500, "classifier_steps": 200}
 OPTIMIZERS: dict[str, Any] = {
     "Adam": lambda p, lr: torch.optim.Adam(p, lr=lr, betas=(0.5, 0.999)),
     "ComplexAdam": lambda p, lr: ComplexAdam(p, lr=lr, betas=((0.8, math.pi / 8), 0.999)),
@@ -188,5 +194,6 @@ EXPERIMENT = register(
         claims=claims,
         plots=plots,
         figures=("gan-digits",),
+        known_failures=(KnownFailure("seeds (of", "docs/diversity.md, gan-digits"),),
     )
 )

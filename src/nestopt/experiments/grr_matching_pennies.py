@@ -34,7 +34,7 @@ from nestopt.profile import threads
 
 FULL = {"tau": 0.3, "gamma": 0.96, "radius": 0.1, "lr": 0.5, "steps": 4000, "record_every": 10, "phases": 8}
 OPTIMIZERS = {"naive": None, "look-ahead": LookAhead(1.0)}
-QUICK = {**FULL, "steps": 1500}
+QUICK = {**FULL, "steps": 1000}
 
 
 def _run_branches(
