@@ -26,7 +26,9 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["derive", "fork", "fresh_seed"]
+from nestopt.errors import InvalidArgumentError
+
+__all__ = ["derive", "fork", "fresh_seed", "generator"]
 
 _MASK = (1 << 63) - 1
 
@@ -35,6 +37,15 @@ def derive(seed: int, *keys: int | str) -> int:
     """A seed in ``[0, 2**63)`` determined by ``seed`` and ``keys`` (a stable hash, the same on every machine)."""
     text = ":".join(str(k) for k in (seed, *keys)).encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") & _MASK
+
+
+def generator(seed: int | torch.Generator) -> torch.Generator:
+    """A CPU generator seeded with ``seed``, or ``seed`` itself when it is a generator."""
+    if isinstance(seed, torch.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidArgumentError(f"seed must be an int or a torch.Generator, got {seed!r}")
+    return torch.Generator().manual_seed(seed)
 
 
 def fresh_seed() -> int:

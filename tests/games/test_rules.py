@@ -8,6 +8,7 @@ import torch
 from nestopt import games
 from nestopt.errors import InvalidArgumentError, UnsupportedError
 from nestopt.games import rules, zoo
+from tests.games.conftest import first_order_only_game
 
 
 def _three_player_game() -> games.Game:
@@ -148,34 +149,13 @@ def test_tandem_lola_leaves_the_fixed_line_and_sos_does_not() -> None:
     assert sums[1] == pytest.approx(1.0, abs=1e-3)
 
 
-class _OnceDifferentiableSquare(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 2 * x * g
-
-
-def _first_order_only_game() -> games.Game:
-    return games.Game(
-        [{"x": torch.ones(2, dtype=torch.float64)}, {"y": torch.ones(2, dtype=torch.float64)}],
-        [lambda p, _: (_OnceDifferentiableSquare.apply(p[0]["x"]) * p[1]["y"]).sum(),
-         lambda p, _: -(_OnceDifferentiableSquare.apply(p[0]["x"]) * p[1]["y"]).sum()],
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("rule", "name"),
     [(rules.Consensus(), "Consensus optimization"), (rules.SGA(), "SGA"), (rules.LookAhead(), "LookAhead"),
      (rules.LOLA(), "LOLA"), (rules.LOLA(taylor=False), "LOLA"), (rules.SOS(), "SOS")],
 )  # fmt: skip
 def test_rules_refuse_games_without_second_derivatives(rule, name) -> None:
-    game = _first_order_only_game()
+    game = first_order_only_game()
     game.xi()  # first order is fine
     with pytest.raises(UnsupportedError, match=f"{name} needs second derivatives"):
         rule.direction(game)

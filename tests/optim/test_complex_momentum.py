@@ -123,6 +123,23 @@ def test_complex_adam_matches_complex_tensor_reference() -> None:
         torch.testing.assert_close(ours, torch.stack(ref), rtol=1e-10, atol=1e-12)
 
 
+def test_complex_adam_bias_correction_returns_a_constant_gradient_exactly() -> None:
+    """The correction 1 / (1 - beta1^t) with the complex power (Adam with beta1 made complex, as in the paper):
+    for a constant gradient g, m_t = (1 - beta1^t) g, so every step is -lr g / (|g| + eps) from the first one.
+    A correction by the modulus, 1 / (1 - |beta1|^t), would not be: Re(1 - beta1^t) != 1 - |beta1|^t."""
+    beta1, lr, eps = cmath.rect(0.8, math.pi / 8), 0.01, 1e-8
+    g = torch.tensor([0.3, -2.0, 5.0], dtype=torch.float64)
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = optim.ComplexAdam([w], lr=lr, betas=(beta1, 0.999), eps=eps)
+    for _ in range(20):
+        before = w.detach().clone()
+        w.grad = g.clone()
+        opt.step()
+        torch.testing.assert_close(w.detach() - before, -lr * g / (g.abs() + eps), rtol=1e-12, atol=1e-15)
+    by_modulus = (1 - beta1**2).real / (1 - abs(beta1) ** 2)
+    assert abs(by_modulus - 1) > 0.1  # the other form would have scaled the second step by this much
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -10,6 +10,7 @@
 * :mod:`nestopt.games.rules`: consensus optimization, SGA, LookAhead, LOLA, SOS.
 * :mod:`nestopt.games.dynamics`: augmented linear operators, spectral radii, tuning by predicted rate.
 * :mod:`nestopt.games.zoo`: bilinear games, Dirac-GAN, matching pennies, the IPD, GANs on mixtures, ...
+* :mod:`nestopt.games.diversity`: Ridge Rider, finite-time Lyapunov exponents, bifurcation search, Game Ridge Rider.
 
 Example:
     >>> import torch
@@ -22,7 +23,7 @@ Example:
     True
 """
 
-from nestopt.games import dynamics, rules, schemes, zoo
+from nestopt.games import diversity, dynamics, rules, schemes, zoo
 from nestopt.games.game import Game
 from nestopt.games.linearization import GameLinearization
 from nestopt.games.modules import Players
@@ -42,6 +43,7 @@ __all__ = [
     "Players",
     "Rule",
     "alternating",
+    "diversity",
     "dynamics",
     "rules",
     "schemes",

@@ -15,20 +15,12 @@ import torch
 from torch import Tensor
 
 from nestopt import tree
-from nestopt.errors import InvalidArgumentError, NonFiniteError
+from nestopt._rng import generator
+from nestopt.errors import NonFiniteError
 from nestopt.linalg.operator import LinearOperator
 from nestopt.tree import Tree
 
 __all__ = ["FlatOperator", "KrylovSchurResult", "generator", "krylov_schur", "orthogonalize", "random_like"]
-
-
-def generator(seed: int | torch.Generator) -> torch.Generator:
-    """A CPU generator from a seed, or the generator itself."""
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidArgumentError(f"seed must be an int or a torch.Generator, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
 
 
 def random_like(like: Tree, gen: torch.Generator) -> Tree:

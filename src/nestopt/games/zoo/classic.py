@@ -194,7 +194,11 @@ def dirac_gan(
 
 
 def matching_pennies(
-    *, init: Init = None, generator: torch.Generator | None = None, dtype: torch.dtype | None = None
+    *,
+    init: Init = None,
+    batch_shape: tuple[int, ...] = (),
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Game:
     """Matching pennies in mixed strategies, parameterized by logits.
 
@@ -202,21 +206,21 @@ def matching_pennies(
     plays heads with :math:`q = \\sigma(\\theta_2)` and wins on a mismatch. With the payoff matrix
     :math:`M = \\begin{pmatrix}1 & -1\\\\ -1 & 1\\end{pmatrix}` (rows: player 1's heads/tails),
     :math:`L_1 = -(p, 1-p) M (q, 1-q)^\\top = -L_2`. The unique Nash equilibrium is :math:`p = q = 1/2`
-    (logits 0). :attr:`Game.info` holds the payoff matrices ``"payoffs"`` (player 1's, player 2's).
+    (logits 0). :attr:`Game.info` holds the payoff matrices ``"payoffs"`` (player 1's, player 2's). With
+    ``batch_shape`` the logits get leading dimensions: that many independent copies (losses summed).
 
     Example:
         >>> game = matching_pennies(init=0.0)
         >>> float(game.hamiltonian())
         0.0
     """
-    t1, t2 = make_init(init, [(), ()], generator=generator, dtype=dtype)
+    t1, t2 = make_init(init, [batch_shape, batch_shape], generator=generator, dtype=dtype)
     M = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=t1.dtype)
 
     def losses(p: list[Tree], batch: Any) -> list[Tensor]:
         a, b = torch.sigmoid(p[0]["logit"]), torch.sigmoid(p[1]["logit"])
-        x, y = torch.stack([a, 1 - a]), torch.stack([b, 1 - b])
-        v = x @ M @ y
-        return [-v, v]
+        v = (2 * a - 1) * (2 * b - 1)  # x^T M y for x = (a, 1 - a), y = (b, 1 - b)
+        return [-v.sum(), v.sum()]
 
     eq = [{"logit": torch.zeros_like(t1)}, {"logit": torch.zeros_like(t2)}]
     return Game(

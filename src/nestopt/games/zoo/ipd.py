@@ -35,9 +35,12 @@ __all__ = [
     "IPD_REWARDS",
     "IPD_STRATEGIES",
     "OUTCOMES",
+    "bimatrix_value",
     "ipd",
     "ipd_matching_pennies",
+    "ipd_outcome",
     "ipd_values",
+    "reciprocity",
     "small_ipd",
     "small_ipd_payoffs",
 ]
@@ -104,6 +107,35 @@ def ipd_values(
     return v[..., 0], v[..., 1]
 
 
+def reciprocity(probs: Tensor) -> Tensor:
+    """P(C | the opponent cooperated) - P(C | it defected), averaged over own actions, for cooperation
+    probabilities ``(..., 5)`` in own-side state order: tit-for-tat 1, always-defect 0, always-cooperate 0."""
+    return 0.5 * (probs[..., 1] + probs[..., 3]) - 0.5 * (probs[..., 2] + probs[..., 4])
+
+
+def ipd_outcome(logits1: Tensor, logits2: Tensor, gamma: float = 0.96, *, min_reciprocity: float = 0.25) -> str:
+    """Name the outcome of two memory-one policies (5 logits each, as in :func:`ipd`).
+
+    With :math:`r_i = (1-\\gamma) V_i` the average rewards per step: ``"mutual defection"`` when both are
+    below -1.9 (mutual defection pays -2); ``"reciprocating"`` when both are above -1.1 (mutual cooperation
+    pays -1) and both policies punish defection, :func:`reciprocity` at least ``min_reciprocity``;
+    ``"cooperating"`` for cooperation without that; ``"mixed"`` otherwise.
+
+    Example:
+        >>> tft = torch.tensor(IPD_STRATEGIES["tit_for_tat"]) * 16 - 8   # logits of near-deterministic TFT
+        >>> ipd_outcome(tft, tft), ipd_outcome(-tft.abs(), -tft.abs())
+        ('reciprocating', 'mutual defection')
+    """
+    v1, v2 = ipd_values(logits1.detach(), logits2.detach(), gamma)
+    r = (1 - gamma) * torch.stack([v1, v2])
+    if float(r.max()) < -1.9:
+        return "mutual defection"
+    if float(r.min()) > -1.1:
+        rec = min(float(reciprocity(torch.sigmoid(logits1))), float(reciprocity(torch.sigmoid(logits2))))
+        return "reciprocating" if rec >= min_reciprocity else "cooperating"
+    return "mixed"
+
+
 def ipd(
     gamma: float = 0.96,
     *,
@@ -158,32 +190,43 @@ def small_ipd_payoffs(gamma: float = 0.96, *, dtype: torch.dtype | None = None) 
     return torch.tensor([[-1.0, -3.0 * (1 - g) - 2.0 * g], [-2.0 * g, -2.0]], dtype=dtype)
 
 
+def bimatrix_value(a: Tensor, b: Tensor, M: Tensor) -> Tensor:
+    """:math:`x^\\top M y` for the mixed strategies :math:`x = (a, 1-a)`, :math:`y = (b, 1-b)`, elementwise over
+    any batch shape of ``a`` and ``b``."""
+    return a * (b * M[0, 0] + (1 - b) * M[0, 1]) + (1 - a) * (b * M[1, 0] + (1 - b) * M[1, 1])
+
+
 def small_ipd(
     gamma: float = 0.96,
     *,
     init: Init = None,
+    batch_shape: tuple[int, ...] = (),
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
 ) -> Game:
     """The one-logit IPD: each agent plays tit-for-tat with probability :math:`\\sigma(\\theta_i)`, else defects.
 
     :math:`L_1 = -x^\\top R y`, :math:`L_2 = -y^\\top R x` with :math:`x = (\\sigma(\\theta_1), 1 - \\sigma(\\theta_1))`,
-    :math:`y` likewise and :math:`R` from :func:`small_ipd_payoffs`: the average reward per step.
+    :math:`y` likewise and :math:`R` from :func:`small_ipd_payoffs`: the average reward per step. A stag hunt:
+    naive learners reach mutual tit-for-tat when the opponent plays it with probability above
+    :math:`(1-\\gamma)/\\gamma`, mutual defection below; the mixed equilibrium at that probability is the saddle
+    between the two basins. With ``batch_shape`` the logits get leading dimensions and the game holds that
+    many independent copies (losses summed), as :func:`ipd` does.
 
     Example:
         >>> game = small_ipd(init=5.0)
         >>> round(-float(game.losses()[0]), 2)   # both mostly tit-for-tat
         -1.01
     """
-    t1, t2 = make_init(init, [(), ()], generator=generator, dtype=dtype)
+    t1, t2 = make_init(init, [batch_shape, batch_shape], generator=generator, dtype=dtype)
     R = small_ipd_payoffs(gamma, dtype=t1.dtype)
 
     def losses(p: list[Tree], batch: Any) -> list[Tensor]:
         a, b = torch.sigmoid(p[0]["logit"]), torch.sigmoid(p[1]["logit"])
-        x, y = torch.stack([a, 1 - a]), torch.stack([b, 1 - b])
-        return [-(x @ R @ y), -(y @ R @ x)]
+        return [-bimatrix_value(a, b, R).sum(), -bimatrix_value(b, a, R).sum()]
 
-    return Game([{"logit": t1}, {"logit": t2}], losses, names=["agent1", "agent2"], info={"payoffs": (R, R.T)})
+    return Game([{"logit": t1}, {"logit": t2}], losses, names=["agent1", "agent2"],
+                info={"payoffs": (R, R.T), "gamma": float(gamma)})  # fmt: skip
 
 
 def ipd_matching_pennies(
@@ -191,6 +234,7 @@ def ipd_matching_pennies(
     gamma: float = 0.96,
     *,
     init: Init = None,
+    batch_shape: tuple[int, ...] = (),
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
 ) -> Game:
@@ -198,6 +242,7 @@ def ipd_matching_pennies(
 
     :math:`\\tau = 1` is the one-logit IPD (:func:`small_ipd`, two stable equilibria), :math:`\\tau = 0`
     matching pennies (:func:`~nestopt.games.zoo.matching_pennies`, one rotational equilibrium).
+    ``batch_shape`` as in :func:`small_ipd`.
 
     Example:
         >>> game = ipd_matching_pennies(0.5, init=0.0)
@@ -206,15 +251,15 @@ def ipd_matching_pennies(
     """
     if isinstance(tau, bool) or not isinstance(tau, int | float) or not 0.0 <= tau <= 1.0:
         raise InvalidArgumentError(f"tau must be in [0, 1], got {tau!r}")
-    t1, t2 = make_init(init, [(), ()], generator=generator, dtype=dtype)
+    t1, t2 = make_init(init, [batch_shape, batch_shape], generator=generator, dtype=dtype)
     R = small_ipd_payoffs(gamma, dtype=t1.dtype)
     M = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=t1.dtype)
     t = float(tau)
 
     def losses(p: list[Tree], batch: Any) -> list[Tensor]:
         a, b = torch.sigmoid(p[0]["logit"]), torch.sigmoid(p[1]["logit"])
-        x, y = torch.stack([a, 1 - a]), torch.stack([b, 1 - b])
-        pennies = x @ M @ y
-        return [-t * (x @ R @ y) - (1 - t) * pennies, -t * (y @ R @ x) + (1 - t) * pennies]
+        pennies = bimatrix_value(a, b, M)
+        return [(-t * bimatrix_value(a, b, R) - (1 - t) * pennies).sum(),
+                (-t * bimatrix_value(b, a, R) + (1 - t) * pennies).sum()]  # fmt: skip
 
     return Game([{"logit": t1}, {"logit": t2}], losses, names=["agent1", "agent2"], info={"tau": t, "gamma": gamma})
