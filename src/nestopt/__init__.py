@@ -1,7 +1,7 @@
 """nestopt: nested optimization in PyTorch.
 
-Hypergradients (implicit differentiation, unrolling, forward mode), bilevel training loops, and optimization
-in differentiable games, on one functional core: parameters and hyperparameters are
+Hypergradients (implicit differentiation, unrolling, forward mode, two stages), bilevel training loops,
+meta-learning (MAML, iMAML), and optimization in differentiable games, on one functional core: parameters and hyperparameters are
 ``dict[str, Tensor]`` trees and every loss is ``loss(params, hparams, batch) -> scalar``.
 
 Example:
@@ -30,6 +30,7 @@ from nestopt import (
     hypergrad,
     jacobian,
     linalg,
+    meta,
     optim,
     profile,
     tree,
@@ -50,6 +51,7 @@ __all__ = [
     "hypergrad",
     "jacobian",
     "linalg",
+    "meta",
     "optim",
     "profile",
     "tree",
