@@ -50,6 +50,11 @@ def _devices() -> list[int]:
 def fork(seed: int) -> Iterator[None]:
     """Run the block with torch's global generators (CPU and initialized CUDA devices) seeded with ``seed``;
     their previous states are restored afterwards, so the block neither sees nor disturbs the outer stream."""
-    with torch.random.fork_rng(devices=_devices()):
-        torch.manual_seed(seed)
+    devices = _devices()
+    with torch.random.fork_rng(devices=devices):
+        # not torch.manual_seed: it would also seed CUDA devices that the fork does not restore (lazily, at the
+        # cost of capturing a traceback on every call)
+        torch.default_generator.manual_seed(seed)
+        for d in devices:
+            torch.cuda.default_generators[d].manual_seed(seed)
         yield

@@ -46,7 +46,7 @@ from nestopt._validate import nonnegative, positive_int
 from nestopt.errors import InvalidArgumentError
 from nestopt.hypergrad import implicit_solution, unrolled_solution
 from nestopt.linalg import CG, Solver
-from nestopt.meta.module import bind, parameters_of
+from nestopt.meta.module import BoundModule, buffers_of, parameters_of
 from nestopt.meta.tasks import Task, TaskBatch
 from nestopt.optim import functional
 from nestopt.optim.functional import FunctionalOptimizer
@@ -97,6 +97,7 @@ class MetaLearner:
         self.inner_optimizer = inner_optimizer
         self.seed = int(seed)
         self._calls = 0
+        self._buffers = buffers_of(model)
 
     # -- the losses ----------------------------------------------------------------------------------
     def parameters(self) -> Tree:
@@ -106,7 +107,9 @@ class MetaLearner:
     def task_loss(self, params: Tree, hparams: Tree, batch: Any) -> Tensor:
         """The criterion of the model at ``params`` on ``batch = (x, y)`` (train mode, copied buffers)."""
         x, y = batch
-        return self.criterion(bind(self.model, params, buffers="copy", train=True)(x), y)
+        if self._buffers:  # bind() checks the keys; these are the model's own, so build the view directly
+            params = {**params, **tree.clone(self._buffers)}
+        return self.criterion(BoundModule(self.model, params, True)(x), y)
 
     def adaptation_loss(self, params: Tree, hparams: Tree, batch: Any) -> Tensor:
         """The loss the adaptation minimizes (``hparams`` holds the meta-parameters :math:`\\theta`)."""
