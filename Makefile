@@ -18,7 +18,7 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 DEMO ?= flagship
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test lint typecheck pytest bench venv clean
+.PHONY: demo test lint typecheck pytest docs bench venv clean
 
 $(PY):
 	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
@@ -69,11 +69,15 @@ typecheck: $(VENV)/.dev
 pytest: $(VENV)/.dev
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# the guides and the API reference, from the docstrings; warnings are errors, so a broken page fails CI
+docs: $(VENV)/.dev
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs site
+
+test: lint typecheck docs pytest
 
 bench: $(VENV)/.dev
 	$(PY) benchmarks/install_peers.py
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -28,6 +28,7 @@ from torch.func import functional_call
 
 from nestopt import data, linalg, tree
 from nestopt.autodiff import linearize
+from nestopt.nets import mlp
 from nestopt.tree import Tree
 
 __all__ = ["HIDDEN", "LinearProblem", "MLPProblem", "logistic_problem", "mlp_problem", "ridge_problem"]
@@ -96,14 +97,8 @@ class MLPProblem:
 
 
 def make_net(hidden: int, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Linear(40, hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, 10),
-    )
+    """The benchmark network ``40-h-h-10`` (ReLU), initialized from ``seed``."""
+    return mlp([40, hidden, hidden, 10], "relu", generator=torch.Generator().manual_seed(seed))
 
 
 def mlp_problem(

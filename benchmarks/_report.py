@@ -18,18 +18,33 @@ import nestopt
 from _measure import peak_memory
 from _peers import peer_status
 
-__all__ = ["environment", "interleaved", "parser", "timed", "write"]
+__all__ = ["QUICK_RESULTS", "RESULTS", "environment", "interleaved", "parser", "timed", "write"]
 
 RESULTS = Path(__file__).parent / "results"
+QUICK_RESULTS = RESULTS / "quick"
+"""Where ``--quick`` writes unless ``--out`` says otherwise (git ignores it): a smoke test never overwrites the
+committed full-size results."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Fills in ``--out`` after parsing: :data:`QUICK_RESULTS` for ``--quick``, else :data:`RESULTS`."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        ns, extra = super().parse_known_args(args, namespace)
+        if ns.out is None:
+            ns.out = str(QUICK_RESULTS if ns.quick else RESULTS)
+        return ns, extra
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
     """The options every benchmark script takes."""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p = _Parser(description=doc.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: a smoke test in seconds")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads, the same for every system")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument(
+        "--out", help=f"output folder (default {RESULTS.relative_to(RESULTS.parents[1])}; with --quick, its quick/)"
+    )
     return p
 
 

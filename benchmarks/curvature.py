@@ -60,9 +60,9 @@ def training_statuses(kind: str, curvature: str, damping: float, steps: int, qui
                               progress=False)  # fmt: skip
     statuses = collections.Counter(history.column("status"))
     return {
-        "network": kind, "curvature": curvature, "damping": damping, "outer_steps": steps,
-        "negative_curvature": statuses.get("negative_curvature", 0), "statuses": dict(statuses),
-        "val_loss": history.last("val_loss"),
+        "system": "nestopt", "status": "ok", "question": "training", "network": kind, "curvature": curvature,
+        "damping": damping, "outer_steps": steps, "negative_curvature": statuses.get("negative_curvature", 0),
+        "statuses": dict(statuses), "val_loss": history.last("val_loss"),
     }  # fmt: skip
 
 
@@ -85,7 +85,7 @@ def accuracy(quick: bool) -> list[dict[str, Any]]:
     w, val = tree.detach(obj.params()), (d.val.x.double(), d.val.y)
     args = (obj.inner_loss, obj.outer_loss, w, h, train, val)
     exact = hypergrad.implicit(*args, solver=linalg.Exact(), seed=0)
-    rows = [{"method": "exact Hessian, dense solve", "cosine": 1.0, "status": exact.info.status.value}]
+    rows = [{"method": "exact Hessian, dense solve", "cosine": 1.0, "solve_status": exact.info.status.value}]
     for name, solver, curvature in [
         ("Gauss-Newton, dense solve", linalg.Exact(), "gauss-newton"),
         ("Hessian, CG-20, damping 0.1", linalg.CG(steps=20, damping=0.1), "hessian"),
@@ -95,8 +95,8 @@ def accuracy(quick: bool) -> list[dict[str, Any]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = hypergrad.implicit(*args, solver=solver, curvature=curvature, seed=0)
-        rows.append({"method": name, "cosine": _cos(res.grads, exact.grads), "status": res.info.status.value})
-    return rows
+        rows.append({"method": name, "cosine": _cos(res.grads, exact.grads), "solve_status": res.info.status.value})
+    return [{"system": "nestopt", "status": "ok", "question": "accuracy", **r} for r in rows]
 
 
 def main() -> None:
@@ -127,8 +127,8 @@ def main() -> None:
     ]
     md += ["", "Agreement with the exact IFT hypergradient (small MLP, float64, dense Hessian):", "",
            "| method | cosine | status |", "|---|---|---|"]  # fmt: skip
-    md += [f"| {r['method']} | {r['cosine']:.4f} | {r['status']} |" for r in acc]
-    write(args.out, "curvature", {"environment": env, "training": runs, "accuracy": acc}, md)
+    md += [f"| {r['method']} | {r['cosine']:.4f} | {r['solve_status']} |" for r in acc]
+    write(args.out, "curvature", {"benchmark": "curvature", "environment": env, "rows": runs + acc}, md)
 
 
 if __name__ == "__main__":

@@ -25,19 +25,13 @@ from torch.func import functional_call
 import nestopt
 from _measure import peak_memory, time_it
 from nestopt import data, hypergrad, linalg
+from nestopt.nets import mlp
 from nestopt.optim import functional
 
 
 def build(device: str, batch_size: int = 128, hidden: int = 512) -> dict[str, Any]:
-    torch.manual_seed(0)
     ds = data.mnist1d(n_train=4000, n_val=500, n_test=100, seed=0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(40, hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, 10),
-    ).to(device)
+    net = mlp([40, hidden, hidden, 10], "relu", generator=torch.Generator().manual_seed(0)).to(device)
     params = {k: v.detach().clone() for k, v in net.named_parameters()}
     hparams = {k: torch.full_like(v, -8.0) for k, v in params.items()}
 

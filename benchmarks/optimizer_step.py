@@ -41,17 +41,15 @@ from __future__ import annotations
 import cmath
 import math
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from _measure import peak_memory
-from _report import RESULTS, env_line, environment, parser, write
+from _report import env_line, environment, parser, write
 from nestopt import optim
 from nestopt.optim import _fused
 
@@ -127,8 +125,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="optimizer steps per timed sample")
     args = ap.parse_args()
     out = args.out
-    if args.quick and Path(out) == RESULTS:
-        out = str(Path(tempfile.gettempdir()) / "nestopt-bench-quick")
     env = environment(args.threads)
     shapes = QUICK_SHAPES if args.quick else SHAPES
     rounds = 3 if args.quick else args.repeats
@@ -143,7 +139,7 @@ def main() -> None:
         median = statistics.median(ts)
         peak = None if "fused" in name else peak_memory(problem["steps"][name])
         rows.append({
-            "optimizer": name, "passes": passes, "seconds": median, "min_seconds": min(ts), "max_seconds": max(ts),
+            "system": "torch" if name.startswith("torch") else "nestopt", "status": "ok", "optimizer": name, "passes": passes, "seconds": median, "min_seconds": min(ts), "max_seconds": max(ts),
             "spread": (max(ts) - min(ts)) / median, "first_step_seconds": problem["first_step_seconds"][name],
             "peak_extra_bytes": peak,
         })  # fmt: skip

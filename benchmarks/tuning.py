@@ -35,6 +35,7 @@ from torch.func import functional_call
 from _peers import peer_status
 from _report import env_line, environment, parser, pyplot, write
 from nestopt import data, hypergrad, linalg
+from nestopt.nets import mlp
 from nestopt.tree import Tree
 
 LOW, HIGH, START = -12.0, 0.0, -8.0
@@ -47,11 +48,7 @@ class Task:
     def __init__(self, steps: int, seed: int, hidden: int = 128, n_train: int = 1000) -> None:
         ds = data.mnist1d(n_train=n_train, n_val=500, n_test=500, seed=seed)
         self.train, self.val, self.test = ds.train.as_tuple(), ds.val.as_tuple(), ds.test.as_tuple()
-        torch.manual_seed(seed)
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(40, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-            torch.nn.Linear(hidden, 10),
-        )  # fmt: skip
+        self.net = mlp([40, hidden, hidden, 10], "relu", generator=torch.Generator().manual_seed(seed))
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.init = {k: v.detach().clone() for k, v in self.net.named_parameters()}

@@ -1,7 +1,7 @@
-"""A small progress bar for long loops (no dependency beyond the standard library).
+"""Progress bars for long loops, drawn by ``tqdm.auto`` (a widget in notebooks, text in a terminal).
 
-It draws on standard error when that is a terminal, or when ``NESTOPT_PROGRESS=1``; elsewhere (CI logs,
-pipes) it stays silent. ``NESTOPT_PROGRESS=0`` silences it everywhere.
+A bar draws on standard error when that is a terminal; elsewhere (CI logs, pipes) it stays silent unless
+``NESTOPT_PROGRESS=1``. ``NESTOPT_PROGRESS=0`` silences every bar, even one asked for with ``enabled=True``.
 
 Example:
     >>> from nestopt._progress import progress
@@ -13,58 +13,31 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Generic, TypeVar
+
+from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
 __all__ = ["progress", "progress_enabled"]
 
-
-def progress_enabled() -> bool:
-    """Whether bars draw by default here: ``NESTOPT_PROGRESS`` if set, else whether stderr is a terminal."""
-    flag = os.environ.get("NESTOPT_PROGRESS")
-    if flag is not None:
-        return flag not in ("", "0", "false", "no")
-    return sys.stderr.isatty()
+_OFF = ("0", "false", "no", "off")
 
 
-def _fmt_seconds(s: float) -> str:
-    s = max(0, int(s))
-    return f"{s // 60:d}:{s % 60:02d}"
+def progress_enabled(enabled: bool | None = None) -> bool:
+    """Whether a bar draws: never with ``NESTOPT_PROGRESS=0``; else ``enabled`` if given; else with
+    ``NESTOPT_PROGRESS`` set to anything else; else when standard error is a terminal."""
+    flag = os.environ.get("NESTOPT_PROGRESS", "").strip().lower()
+    if flag in _OFF:
+        return False
+    if enabled is not None:
+        return enabled
+    return bool(flag) or sys.stderr.isatty()
 
 
-class _Bar:
-    def __init__(self, total: int | None, desc: str, width: int = 24) -> None:
-        self.total, self.desc, self.width = total, desc, width
-        self.start = self.last = time.perf_counter()
-        self.postfix = ""
-
-    def draw(self, n: int, final: bool = False) -> None:
-        now = time.perf_counter()
-        if not final and now - self.last < 0.1:
-            return
-        self.last = now
-        elapsed = now - self.start
-        if self.total:
-            frac = min(1.0, n / self.total)
-            filled = int(frac * self.width)
-            bar = "#" * filled + "-" * (self.width - filled)
-            eta = elapsed / n * (self.total - n) if n else 0.0
-            line = f"{self.desc} [{bar}] {n}/{self.total} {_fmt_seconds(elapsed)}<{_fmt_seconds(eta)}"
-        else:
-            line = f"{self.desc} {n} it {_fmt_seconds(elapsed)}"
-        if self.postfix:
-            line += f" {self.postfix}"
-        sys.stderr.write("\r" + line[:160].ljust(80))
-        if final:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-class progress(Iterable[T]):
-    """Wrap an iterable and draw a bar as it is consumed; ``set_postfix`` adds a short status text.
+class progress(Generic[T]):
+    """Wrap an iterable in a progress bar that advances as it is consumed.
 
     Args:
         iterable: what to iterate over.
@@ -76,21 +49,13 @@ class progress(Iterable[T]):
     def __init__(
         self, iterable: Iterable[T], total: int | None = None, desc: str = "", enabled: bool | None = None
     ) -> None:
-        self._it = iterable
-        if total is None and hasattr(iterable, "__len__"):
-            total = len(iterable)  # type: ignore[arg-type]
-        self._bar = _Bar(total, desc) if (progress_enabled() if enabled is None else enabled) else None
+        self._bar = tqdm(
+            iterable, total=total, desc=desc or None, disable=not progress_enabled(enabled), dynamic_ncols=True
+        )
 
     def set_postfix(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.postfix = text
+        """Show ``text`` after the bar (a status such as the latest loss)."""
+        self._bar.set_postfix_str(text, refresh=False)
 
     def __iter__(self) -> Iterator[T]:
-        n = 0
-        for item in self._it:
-            yield item
-            n += 1
-            if self._bar is not None:
-                self._bar.draw(n)
-        if self._bar is not None:
-            self._bar.draw(n, final=True)
+        return iter(self._bar)

@@ -22,6 +22,7 @@ __all__ = [
     "NestoptWarning",
     "NonFiniteError",
     "OptimizerWarning",
+    "RankFailedError",
     "ShapeMismatchError",
     "SolverDivergedError",
     "SolverWarning",
@@ -59,6 +60,11 @@ class CheckpointError(NestoptError, ValueError):
     objects other than tensors and plain values (which are never unpickled)."""
 
 
+class RankFailedError(NestoptError, ConnectionError):
+    """In a run over several processes (``torch.distributed``), another rank failed, hung, or called a different
+    sequence of collectives; the message names it and what it raised."""
+
+
 class SolverDivergedError(NestoptError, RuntimeError):
     """A solver asked to ``throw=True`` diverged or found that its assumptions do not hold."""
 
@@ -72,4 +78,4 @@ class SolverWarning(NestoptWarning, RuntimeWarning):
 
 
 class OptimizerWarning(NestoptWarning, RuntimeWarning):
-    """An optimizer was configured so that it usually fails to converge, for instance momentum with |beta| >= 1."""
+    """An optimizer was configured so that it usually fails to converge, for instance momentum with ``|beta| >= 1``."""

@@ -91,10 +91,57 @@ def test_vmap_and_loop_agree_and_offset() -> None:
 
 
 def test_gradcheck_in_parameters_and_input() -> None:
-    net = _net(4, "sigmoid", seed=9, nodes=3)
+    net = _net(4, "sigmoid", seed=9, nodes=3, quadrature_tol=None)  # a fixed rule for finite differences
     x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
     w = net.layers[0].weight
     assert torch.autograd.gradcheck(lambda x, w: torch.func.functional_call(net, {"layers.0.weight": w}, (x,)), (x, w))
+
+
+def _sharp_tanh_icgn(**kw: object) -> ICGN:
+    """A one-layer tanh ICGN with its weights scaled up 4x: sigma'(Wx + b)^2 changes on a short scale."""
+    net = ICGN(3, 8, activation="tanh", generator=torch.Generator().manual_seed(1), **kw).double()  # type: ignore[arg-type]
+    with torch.no_grad():
+        net.layers[0].weight.mul_(4.0)
+    return net
+
+
+_POINTS = 2 * torch.randn(100, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+
+def test_fixed_16_node_rule_gives_a_negative_eigenvalue_on_a_sharp_field() -> None:
+    check = _sharp_tanh_icgn(nodes=16, quadrature_tol=None).integrability(_POINTS)
+    assert float(check.min_eigenvalue.min()) < -1e-4  # the exact Dg = V^T V is PSD
+    assert check.quadrature.nodes == 16 and check.quadrature.tol is None
+
+
+def test_default_adaptive_rule_keeps_the_jacobian_psd_to_the_tolerance() -> None:
+    net = _sharp_tanh_icgn()  # the defaults: nodes=16, quadrature_tol=1e-6
+    jac = net.jacobian(_POINTS).detach()
+    scale = torch.linalg.matrix_norm(jac).clamp_min(1.0)
+    assert bool((torch.linalg.eigvalsh(jac)[..., 0] >= -1e-6 * scale).all())
+    # one layer: the exact Dg is the Hessian V^T V in closed form; the estimate bounds the gap
+    info = net.last_quadrature
+    assert info is not None and info.converged and info.nodes > 16
+    gap = torch.linalg.matrix_norm(jac - net.hessian(_POINTS).detach())
+    assert float(gap.max()) <= info.error + 1e-15
+    assert bool((gap <= 1e-6 * scale).all())
+    check = net.integrability(_POINTS)
+    assert check.quadrature == info
+    assert bool((check.min_eigenvalue >= -1e-6 * scale).all())
+    # and the field itself, against the closed-form gradient of the potential
+    layer = net.layers[0]
+    with torch.no_grad():
+        exact = net.offset + (_phi_prime("tanh", layer(_POINTS)) - _phi_prime("tanh", layer.bias)) @ layer.weight
+        g = net(_POINTS)
+        tolerance = 1e-6 * max(1.0, float((g - net.offset).norm(dim=-1).max()))
+    assert float((g - exact).norm(dim=-1).max()) <= tolerance
+
+
+def test_float32_network_with_float64_input_names_both_dtypes() -> None:
+    net = ICGN(2, 4, generator=torch.Generator().manual_seed(0))  # float32
+    for call in (net, net.jacobian, net.integrability, net.hessian):
+        with pytest.raises(ShapeMismatchError, match=r"float64.*float32.*net\.to\(torch\.float64\)"):
+            call(torch.zeros(3, 2, dtype=torch.float64))
 
 
 def test_bad_input_raises() -> None:
@@ -104,6 +151,10 @@ def test_bad_input_raises() -> None:
         ICGN(2, activation="relu")
     with pytest.raises(InvalidArgumentError, match="nodes"):
         ICGN(2, nodes=0)
+    with pytest.raises(InvalidArgumentError, match="quadrature_tol"):
+        ICGN(2, quadrature_tol=0.0)
+    with pytest.raises(InvalidArgumentError, match="max_nodes"):
+        ICGN(2, max_nodes=0)
     with pytest.raises(InvalidArgumentError, match="hidden"):
         ICGN(2, hidden=(4, 0))
     with pytest.raises(InvalidArgumentError, match="dim"):

@@ -82,3 +82,10 @@ def test_bad_input_raises() -> None:
         ICNN(2)(torch.zeros(4, 3))
     with pytest.raises(InvalidArgumentError, match="hidden"):
         ICNN(2, hidden=[])
+
+
+def test_float32_network_with_float64_input_names_both_dtypes() -> None:
+    net = ICNN(2, 4, generator=torch.Generator().manual_seed(0))  # float32
+    for call in (net, net.gradient):
+        with pytest.raises(ShapeMismatchError, match=r"float64.*float32.*net\.to\(torch\.float64\)"):
+            call(torch.zeros(3, 2, dtype=torch.float64))

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from nestopt.errors import InvalidArgumentError, ShapeMismatchError, SolverWarning, UnsupportedError
-from nestopt.jacobian import Invertible, JacNet, Lipschitz, Unconstrained, path_integral
+from nestopt.jacobian import (
+    AdaptiveQuadrature,
+    Invertible,
+    JacNet,
+    Lipschitz,
+    QuadratureInfo,
+    Unconstrained,
+    path_integral,
+)
 
 
 def _net(dim: int, structure: object = None, seed: int = 0, **kw: object) -> JacNet:
@@ -44,7 +52,7 @@ def test_one_dimensional_jacnet_has_the_field_as_its_derivative() -> None:
 
 
 def test_forward_gradcheck() -> None:
-    net = _net(2, Lipschitz(k=2.0), hidden=(6,), nodes=4)
+    net = _net(2, Lipschitz(k=2.0), hidden=(6,), nodes=4, quadrature_tol=None)  # a fixed rule for finite differences
     x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True, generator=torch.Generator().manual_seed(2))
     assert torch.autograd.gradcheck(net, (x,))
 
@@ -116,7 +124,8 @@ def test_lipschitz_bound_on_random_pairs_in_one_dimension() -> None:
 
 def test_lipschitz_bound_from_the_base_point_in_several_dimensions() -> None:
     k = 1.5
-    net = _scale_weights(_net(3, Lipschitz(k=k), seed=9, nodes=4), 3.0)
+    # true for any fixed rule (positive weights summing to 1), here a coarse one on a sharp field
+    net = _scale_weights(_net(3, Lipschitz(k=k), seed=9, nodes=4, quadrature_tol=None), 3.0)
     x = 3 * torch.randn(500, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
     with torch.no_grad():
         ratio = (net(x) - net.y0).norm(dim=-1) / (x - net.x0).norm(dim=-1)
@@ -128,8 +137,75 @@ def test_forward_with_error_matches_forward() -> None:
     net = _net(2, Unconstrained(), nodes=8)
     x = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
     est = net.forward_with_error(x)
-    assert (est.value - net(x)).abs().max() <= est.error.max() + 1e-15
-    assert est.nodes == 8
+    info = net.last_quadrature
+    assert info is not None and est.nodes == info.nodes >= 8 and info.converged
+    torch.testing.assert_close(est.value, net(x), rtol=0, atol=0)
+    reference = net.y0 + path_integral(net.jacobian, x, net.x0, nodes=256)
+    assert bool(((est.value - reference).norm(dim=-1) <= est.error + 1e-15).all())
+    assert bool((est.error <= 1e-6 * (est.value - net.y0).norm(dim=-1).clamp_min(1.0)).all())
+    fixed = _net(2, Unconstrained(), nodes=8, quadrature_tol=None).forward_with_error(x)
+    assert fixed.nodes == 8 and fixed.max_error > est.max_error
+
+
+def _sharp_lipschitz(**kw: object) -> JacNet:
+    """A Lipschitz(1) JacNet whose weights are scaled up 8x: J(x) = tanh(s) a / s changes on a short scale."""
+    return _scale_weights(_net(1, Lipschitz(k=1.0), seed=2, **kw), 8.0)
+
+
+_SHARP_GRID = torch.linspace(-4, 4, 201, dtype=torch.float64).unsqueeze(-1)
+
+
+def test_fixed_16_node_rule_breaks_the_lipschitz_bound_on_a_sharp_field() -> None:
+    net = _sharp_lipschitz(nodes=16, quadrature_tol=None)
+    slope = net.model_jacobian(_SHARP_GRID).detach().abs().max()
+    assert float(slope) > 1.05  # |Df| = 1.09 > k: the quadrature error, not the field (|J| < 1 everywhere)
+    assert float(net.jacobian(_SHARP_GRID).detach().abs().max()) < 1.0
+
+
+def test_default_adaptive_rule_keeps_the_lipschitz_bound_to_the_tolerance() -> None:
+    net = _sharp_lipschitz()  # the defaults: nodes=16, quadrature_tol=1e-6
+    df = net.model_jacobian(_SHARP_GRID).detach()
+    assert float(df.abs().max()) <= 1.0 + 1e-6 * max(1.0, float(df.abs().max()))
+    # In 1-D the exact Df is the field J: the estimate bounds the gap, and the gap is within the tolerance.
+    info = net.last_quadrature
+    assert info is not None and info.converged and info.nodes > 16
+    gap = (df - net.jacobian(_SHARP_GRID).detach()).abs()[..., 0, 0]
+    assert float(gap.max()) <= info.error + 1e-15
+    # the values too: within the tolerance of a much finer fixed rule
+    fine = _sharp_lipschitz(nodes=1024, quadrature_tol=None)
+    with torch.no_grad():
+        err = (net(_SHARP_GRID) - fine(_SHARP_GRID)).abs()
+    assert float(err.max()) <= 1e-6 * max(1.0, float(fine(_SHARP_GRID).detach().abs().max()))
+
+
+def test_adaptive_rule_works_inside_torch_func_transforms() -> None:
+    net = _net(2, Invertible(eps=0.1), seed=12)
+    x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(13))
+    batched = torch.func.vmap(net)(x)
+    torch.testing.assert_close(batched, net(x), rtol=1e-12, atol=1e-12)
+    jac = torch.func.vmap(torch.func.jacrev(net))(x)
+    torch.testing.assert_close(jac, net.model_jacobian(x), rtol=1e-8, atol=1e-8)
+    # reverse mode over the whole batch (points refined separately inside the transform)
+    full = torch.func.jacrev(net)(x)  # (6, 2, 6, 2): block-diagonal in the points
+    torch.testing.assert_close(torch.einsum("aibj->abij", full).diagonal(dim1=0, dim2=1).movedim(-1, 0), jac)
+
+
+def test_float32_network_with_float64_input_names_both_dtypes() -> None:
+    net = JacNet(2, Invertible(), hidden=(4,), generator=torch.Generator().manual_seed(0))  # float32
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    for call in (net, net.model_jacobian, net.forward_with_error, net.inverse, net.integrability_error):
+        with pytest.raises(ShapeMismatchError, match=r"float64.*float32.*net\.to\(torch\.float64\)"):
+            call(x)
+
+
+def test_the_rule_can_be_replaced_for_training() -> None:
+    net = _sharp_lipschitz()
+    x = _SHARP_GRID[::10]
+    adaptive = net(x)
+    net.quadrature = AdaptiveQuadrature(nodes=16, tol=None)  # e.g. fast training steps
+    torch.testing.assert_close(net(x), net.y0 + path_integral(net.jacobian, x, net.x0, nodes=16), rtol=0, atol=0)
+    assert net.nodes == 16 and net.last_quadrature == QuadratureInfo(16, None, None, True, 16 * len(x))
+    assert float((net(x) - adaptive).detach().abs().max()) > 1e-3  # the fixed rule is off on this sharp field
 
 
 def test_same_seed_same_network() -> None:
@@ -159,6 +235,10 @@ def test_inverse_of_a_non_invertible_jacnet_raises() -> None:
 def test_bad_arguments_raise() -> None:
     with pytest.raises(InvalidArgumentError, match="nodes"):
         JacNet(2, nodes=0)
+    with pytest.raises(InvalidArgumentError, match="quadrature_tol"):
+        JacNet(2, quadrature_tol=-1.0)
+    with pytest.raises(InvalidArgumentError, match="max_nodes"):
+        JacNet(2, nodes=32, max_nodes=16)
     with pytest.raises(InvalidArgumentError, match="dim"):
         JacNet(0)
     with pytest.raises(InvalidArgumentError, match="activation"):

@@ -114,7 +114,9 @@ def test_extragradient() -> None:
     w = _players(e)
     ahead, _ = opt.update(_grad(M, w), {}, w, {})
     w, _ = opt.update(_grad(M, ahead), {}, w, {})
-    torch.testing.assert_close(torch.cat([w["x"], w["y"]]), dynamics.extragradient_operator(M, LR) @ e, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(
+        torch.cat([w["x"], w["y"]]), dynamics.extragradient_operator(M, LR) @ e, rtol=1e-13, atol=1e-13
+    )
 
 
 def test_optimistic() -> None:

@@ -4,6 +4,7 @@
 from nestopt.bilevel import checkpoint
 from nestopt.bilevel.callbacks import Callback, TensorBoardLogger
 from nestopt.bilevel.history import History
+from nestopt.bilevel.parallel import Parallel
 from nestopt.bilevel.pretrain_finetune import PretrainFinetuneTrainer
 from nestopt.bilevel.streams import BatchStream
 from nestopt.bilevel.trainer import BilevelTrainer
@@ -13,6 +14,7 @@ __all__ = [
     "BilevelTrainer",
     "Callback",
     "History",
+    "Parallel",
     "PretrainFinetuneTrainer",
     "TensorBoardLogger",
     "checkpoint",

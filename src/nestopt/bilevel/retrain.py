@@ -63,7 +63,7 @@ def retrain(
     if steps == 0:
         raise InvalidArgumentError("retrain needs steps >= 1 (the run has taken no inner step yet; pass steps=)")
     seed = _rng.derive(trainer.seed, "retrain", len(trainer.history.retrains)) if seed is None else int(seed)
-    model = copy.deepcopy(trainer.model)
+    model = copy.deepcopy(trainer.objective.module)  # a DistributedDataParallel model's inner module
     families = trainer.objective.families
     saved = {f.name: f.state_dict() for f in families}  # their generators advance while retraining
     objective = Objective(model, trainer.objective.criterion, families, outer_mode=trainer.objective.outer_mode)

@@ -48,6 +48,7 @@ from nestopt._validate import nonnegative_int, positive_int
 from nestopt.bilevel import checkpoint as ckpt
 from nestopt.bilevel.callbacks import Callback, as_callbacks
 from nestopt.bilevel.history import History
+from nestopt.bilevel.parallel import Parallel, resolve
 from nestopt.bilevel.retrain import retrain as _retrain
 from nestopt.bilevel.streams import BatchStream, one_pass
 from nestopt.bilevel.warnings_summary import WarningTally
@@ -137,6 +138,9 @@ class BilevelTrainer:
         track_distances: record at every outer step how far the weights are from their initialization
             (``distance_from_init``; for cold start, from that step's re-initialization) and from the weights
             after the previous outer step (``distance_from_previous``). Costs two copies of the weights.
+        parallel: how the run spans several processes: ``None`` for one, or
+            :class:`nestopt.distributed.DataParallel` under ``torchrun`` (the model may be wrapped in
+            ``DistributedDataParallel``; see ``docs/distributed.md``).
 
     Example:
         >>> import functools, torch, nestopt
@@ -170,6 +174,7 @@ class BilevelTrainer:
         outer_mode: Mode = "eval",
         callbacks: Iterable[Any] = (),
         track_distances: bool = False,
+        parallel: Parallel | None = None,
     ) -> None:
         fams = [families] if isinstance(families, Family) else list(families)
         self.objective = Objective(model, criterion, fams, outer_mode=outer_mode)
@@ -242,7 +247,8 @@ class BilevelTrainer:
         self.callbacks: list[Callback] = as_callbacks(callbacks)
         self._inner_loss = self.objective.inner_loss
         self._outer_loss = self.objective.outer_loss
-        self._step_loss = self.objective.step_loss if self.buffers else self._inner_loss
+        wrapped = self.objective.module is not model  # DistributedDataParallel: its forward syncs the gradients
+        self._step_loss = self.objective.step_loss if self.buffers or wrapped else self._inner_loss
         self.outer_step = 0
         self.inner_step = 0
         self.history = History()
@@ -254,6 +260,8 @@ class BilevelTrainer:
         self._distance_refs: dict[str, Tree] = {}
         if self.track_distances:
             self._distance_refs = {"init": tree.clone(self.params), "previous": tree.clone(self.params)}
+        self.parallel = resolve(parallel)
+        self.parallel.setup(self)
 
     # -- losses ------------------------------------------------------------------------------------
     @property
@@ -301,6 +309,7 @@ class BilevelTrainer:
             )
         self.inner_opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.parallel.sync_step(self.params, self.buffers)
         self.inner_opt.step()
         if self.inner_sched is not None:
             self.inner_sched.step()
@@ -320,6 +329,7 @@ class BilevelTrainer:
             steps=self.inner_steps_per_outer,
             outer_step=self.outer_step,
             seed=_rng.derive(self.seed, "hypergrad", self.outer_step),
+            reduce=self.parallel.hypergrad_reduce,
         )
 
     def _one_outer_step(self, streams: dict[str, BatchStream]) -> tuple[HypergradResult, list[float]]:
@@ -335,6 +345,7 @@ class BilevelTrainer:
                 res = self.strategy.hypergradient(problem)
             except NonFiniteError as err:
                 raise NonFiniteError(f"at outer step {self.outer_step}: {err}") from err
+        res = self.parallel.finish(res)
         if res.inner_losses:
             losses += res.inner_losses
             if not self.strategy.uses_inner_optimizer:
@@ -357,7 +368,7 @@ class BilevelTrainer:
 
         The model runs in eval mode under ``no_grad``; no buffer changes and no random number is drawn.
         """
-        return self.objective.evaluate(self.params, self.hparams, loader)
+        return self.objective.evaluate(self.params, self.hparams, loader, reduce=self.parallel.eval_reduce)
 
     def fit(
         self,
@@ -416,6 +427,7 @@ class BilevelTrainer:
         start = time.perf_counter() - (self.history.records[-1]["seconds"] if self.history.records else 0.0)
         bar = progress_bar(range(self.outer_step, outer_steps), progress)
         try:
+            self.parallel.start(self)
             for cb in cbs:
                 getattr(cb, "on_fit_start", lambda t: None)(self)
             for _ in bar:
@@ -434,6 +446,9 @@ class BilevelTrainer:
                 due = self.outer_step % checkpoint_every == 0 or self.outer_step == outer_steps
                 if checkpoint is not None and due:
                     self.save_checkpoint(checkpoint)
+        except BaseException as err:
+            self.parallel.failed(err)  # raises an error naming the rank that failed first, if another did
+            raise
         finally:
             tally.emit()
             for cb in cbs:
@@ -554,8 +569,13 @@ class BilevelTrainer:
         self._distance_refs = {k: tree.clone(v) for k, v in state["distance_refs"].items()}
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`state_dict` to ``path`` atomically (a failed write never corrupts the last checkpoint)."""
-        ckpt.save(path, self.state_dict())
+        """Write :meth:`state_dict` to ``path`` atomically (a failed write never corrupts the last checkpoint).
+
+        In a data-parallel run only rank 0 writes (every rank holds the same state), and every rank waits for it.
+        """
+        if self.parallel.is_writer:
+            ckpt.save(path, self.state_dict())
+        self.parallel.barrier()
         self._written.add(Path(path).resolve())
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:

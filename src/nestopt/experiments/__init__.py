@@ -1,10 +1,14 @@
-"""Paper claims as experiments that run and check themselves.
+"""Paper claims as experiments that run and check themselves: the application layer of nestopt.
 
-Each module in this package registers one or more experiments with :func:`experiment`; they are found
-automatically. Run them from Python with :func:`run` or from the shell::
+Each module in this package is one experiment: ``compute`` (runs it, returns metrics), ``claims`` (metrics to
+verdicts) and ``plots`` (metrics to figures), registered together with :func:`register`; the modules are
+found automatically. Run them from Python with :func:`run` or from the shell::
 
     nestopt list
+    nestopt show hypergrad-accuracy
     nestopt run hypergrad-accuracy --quick --out runs/acc
+
+``import nestopt`` does not load this package.
 
 Example:
     >>> from nestopt import experiments
@@ -12,6 +16,17 @@ Example:
     True
 """
 
-from nestopt.experiments.registry import Claim, Context, Experiment, Outcome, experiment, get, names, run, to_json
+from nestopt.experiments.registry import (
+    SEED_RANGE,
+    Claim,
+    Context,
+    Experiment,
+    KnownFailure,
+    get,
+    names,
+    register,
+    run,
+    to_json,
+)
 
-__all__ = ["Claim", "Context", "Experiment", "Outcome", "experiment", "get", "names", "run", "to_json"]
+__all__ = ["SEED_RANGE", "Claim", "Context", "Experiment", "KnownFailure", "get", "names", "register", "run", "to_json"]

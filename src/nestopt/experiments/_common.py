@@ -1,11 +1,10 @@
-"""Shared pieces of the experiments of the IFT paper: models, plain training, evaluation, quiet solvers.
+"""Shared pieces of the experiments of the IFT paper: the classifier, plain training, evaluation, quiet solvers.
 
 Private: the experiment modules use these so that "trained the same way" means the same code.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,20 +16,19 @@ from torch import Tensor
 
 from nestopt import tree
 from nestopt.bilevel import BatchStream
-from nestopt.data import Loader, Split
+from nestopt.data import Loader, Split, Splits
 from nestopt.errors import SolverWarning
 from nestopt.hparams import Objective
-from nestopt.profile import threads
+from nestopt.nets import mlp
 from nestopt.tree import Tree
 
 __all__ = [
     "IFT_PAPER",
+    "classifier",
     "count",
     "evaluate",
-    "mlp",
     "quiet_solvers",
     "solver_statuses",
-    "threads",
     "train_plain",
 ]
 
@@ -54,17 +52,9 @@ def solver_statuses(statuses: Sequence[str]) -> dict[str, int]:
     return out
 
 
-def mlp(sizes: Sequence[int], seed: int, activation: type[torch.nn.Module] = torch.nn.ReLU) -> torch.nn.Sequential:
-    """A fully connected network ``sizes[0] -> ... -> sizes[-1]``, initialized from ``seed``."""
-    gen_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    layers: list[torch.nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    torch.set_rng_state(gen_state)
-    return torch.nn.Sequential(*layers)
+def classifier(d: Splits, hidden: Sequence[int], seed: int) -> torch.nn.Sequential:
+    """The ReLU MLP ``inputs -> hidden... -> classes`` of a data set, initialized from ``seed``."""
+    return mlp([d.input_shape[0], *hidden, d.num_classes], "relu", generator=seed)
 
 
 def count(t: Tree) -> int:

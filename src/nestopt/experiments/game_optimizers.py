@@ -17,42 +17,43 @@ from typing import Any
 
 import torch
 
-from nestopt.experiments._games_common import PAPER, single_thread
-from nestopt.experiments.registry import Claim, Context, Outcome, experiment
+from nestopt.experiments._games_common import PAPER
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.games import Game, dynamics, rules, zoo
 from nestopt.optim import ComplexAdam, ComplexMomentum, ExtraGradient, HeavyBall, OptimisticAdam, OptimisticSGD
+from nestopt.profile import threads
 
-Config = dict[str, float]
+HParams = dict[str, float]
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     scheme: str
-    make: Callable[[Game, Config], list[torch.optim.Optimizer]]
-    configs: Callable[[torch.Tensor, Game, dict[str, Any]], list[Config]]
-    rule: Callable[[Config], rules.Rule] | None = None
+    make: Callable[[Game, HParams], list[torch.optim.Optimizer]]
+    configs: Callable[[torch.Tensor, Game, Config], list[HParams]]
+    rule: Callable[[HParams], rules.Rule] | None = None
 
 
-def _per_player(cls: Any, **kw: Any) -> Callable[[Game, Config], list[torch.optim.Optimizer]]:
-    def make(game: Game, c: Config) -> list[torch.optim.Optimizer]:
+def _per_player(cls: Any, **kw: Any) -> Callable[[Game, HParams], list[torch.optim.Optimizer]]:
+    def make(game: Game, c: HParams) -> list[torch.optim.Optimizer]:
         args = {k: (v(c) if callable(v) else v) for k, v in kw.items()}
         return [cls(game.parameters(i), **args) for i in range(game.n_players)]
 
     return make
 
 
-def _spectral(build: Callable[..., torch.Tensor], grid: dict[str, torch.Tensor]) -> Callable[..., list[Config]]:
+def _spectral(build: Callable[..., torch.Tensor], grid: dict[str, torch.Tensor]) -> Callable[..., list[HParams]]:
     """Configurations: the predicted-rate optimum, then its step size halved and quartered."""
 
-    def configs(M: torch.Tensor, game: Game, cfg: dict[str, Any]) -> list[Config]:
+    def configs(M: torch.Tensor, game: Game, cfg: Config) -> list[HParams]:
         best = dynamics.search(lambda **h: build(M, game, **h), grid, refine=cfg["refine"]).best
         return [{**best, "lr": best["lr"] * s} for s in (1.0, 0.5, 0.25)]
 
     return configs
 
 
-def _lr_grid(values: tuple[float, ...]) -> Callable[..., list[Config]]:
+def _lr_grid(values: tuple[float, ...]) -> Callable[..., list[HParams]]:
     """A fixed grid of step sizes; the quick run skips the smallest one."""
     return lambda M, game, cfg: [{"lr": v} for v in (values[1:] if cfg["quick_grid"] else values)]
 
@@ -63,9 +64,9 @@ PHASE = torch.linspace(0.0, math.pi, 13)
 REAL_BETA = torch.linspace(-0.9, 0.9, 19)
 
 
-def _cm(alternating: bool) -> Callable[..., list[Config]]:
+def _cm(alternating: bool) -> Callable[..., list[HParams]]:
     return _spectral(
-        lambda M, g, lr, mag, phase: dynamics.complex_momentum(
+        lambda M, g, lr, mag, phase: dynamics.complex_momentum_operator(
             M, lr, torch.polar(mag, phase), alternating=alternating, blocks=g.slices
         ),
         {"lr": LR, "mag": MAG, "phase": PHASE},
@@ -74,20 +75,20 @@ def _cm(alternating: bool) -> Callable[..., list[Config]]:
 
 METHODS = [
     Method("GDA (simultaneous)", "simultaneous", _per_player(torch.optim.SGD, lr=lambda c: c["lr"]),
-           _spectral(lambda M, g, lr: dynamics.gda(M, lr), {"lr": LR})),
+           _spectral(lambda M, g, lr: dynamics.gda_operator(M, lr), {"lr": LR})),
     Method("GDA (alternating)", "alternating", _per_player(torch.optim.SGD, lr=lambda c: c["lr"]),
-           _spectral(lambda M, g, lr: dynamics.gda(M, lr, alternating=True, blocks=g.slices), {"lr": LR})),
+           _spectral(lambda M, g, lr: dynamics.gda_operator(M, lr, alternating=True, blocks=g.slices), {"lr": LR})),
     Method("extragradient", "simultaneous",
            lambda g, c: [ExtraGradient(torch.optim.SGD(g.parameters(), lr=c["lr"]))],
-           _spectral(lambda M, g, lr: dynamics.extragradient(M, lr), {"lr": LR})),
+           _spectral(lambda M, g, lr: dynamics.extragradient_operator(M, lr), {"lr": LR})),
     Method("optimistic GDA", "simultaneous", _per_player(OptimisticSGD, lr=lambda c: c["lr"]),
-           _spectral(lambda M, g, lr: dynamics.optimistic(M, lr), {"lr": LR})),
+           _spectral(lambda M, g, lr: dynamics.optimistic_operator(M, lr), {"lr": LR})),
     Method("real momentum (simultaneous)", "simultaneous",
            _per_player(HeavyBall, lr=lambda c: c["lr"], momentum=lambda c: c["beta"]),
-           _spectral(lambda M, g, lr, beta: dynamics.momentum(M, lr, beta), {"lr": LR, "beta": REAL_BETA})),
+           _spectral(lambda M, g, lr, beta: dynamics.momentum_operator(M, lr, beta), {"lr": LR, "beta": REAL_BETA})),
     Method("real momentum (alternating)", "alternating",
            _per_player(HeavyBall, lr=lambda c: c["lr"], momentum=lambda c: c["beta"]),
-           _spectral(lambda M, g, lr, beta: dynamics.momentum(M, lr, beta, alternating=True, blocks=g.slices),
+           _spectral(lambda M, g, lr, beta: dynamics.momentum_operator(M, lr, beta, alternating=True, blocks=g.slices),
                      {"lr": LR, "beta": REAL_BETA})),
     Method("complex momentum (simultaneous)", "simultaneous",
            _per_player(ComplexMomentum, lr=lambda c: c["lr"], beta=lambda c: (c["mag"], c["phase"])), _cm(False)),
@@ -126,7 +127,7 @@ def _evals(game: Game) -> float:
     return game.counter.grads / game.n_players + 2 * game.counter.hvps
 
 
-def _run(make_game: Callable[[], Game], method: Method, config: Config, budget: int) -> dict[str, Any]:
+def _run(make_game: Callable[[], Game], method: Method, config: HParams, budget: int) -> dict[str, Any]:
     game = make_game()
     opts = method.make(game, config)
     rule = method.rule(config) if method.rule is not None else None
@@ -150,67 +151,59 @@ def _reach(trace: list[tuple[float, float]], start: float, level: float) -> floa
     return math.inf
 
 
-@experiment(
-    "game-optimizers",
-    paper=PAPER,
-    summary=(
-        "Every game optimizer on a cooperative/adversarial mixture game and Dirac-GAN, same gradient budget: "
-        "with simultaneous updates GDA and real momentum make no progress on Dirac-GAN while complex momentum "
-        "converges with one gradient per step; on the mixture game it needs fewer gradient evaluations than GDA."
-    ),
-    full={"budget": 2000, "refine": 3, "quick_grid": False},
-    quick={"budget": 600, "refine": 1, "quick_grid": True},
-)
-def game_optimizers(cfg: dict[str, Any], ctx: Context) -> Outcome:
-    with single_thread():
-        return _experiment(cfg, ctx)
+FULL = {"budget": 2000, "refine": 3, "quick_grid": False}
+QUICK = {"budget": 600, "refine": 1, "quick_grid": True}
+LEVEL = 1e-3
+"""The claims compare gradient evaluations until the distance falls to this fraction of the initial one."""
 
 
-def _experiment(cfg: dict[str, Any], ctx: Context) -> Outcome:
+def compute(cfg: Config, ctx: Context) -> Metrics:
+    """Every method on both games at its best configuration: final distance and evaluations to 1e-3."""
     results: dict[str, dict[str, Any]] = {}
-    for game_name, make_game in _games().items():
-        probe = make_game()
-        M = dynamics.linearize(probe)
-        results[game_name] = {}
-        for method in ctx.progress(METHODS, desc=game_name):
-            runs = [_run(make_game, method, c, cfg["budget"]) for c in method.configs(M, probe, cfg)]
-            best = min(runs, key=lambda r: r["relative_distance"])
-            best["all_relative_distances"] = [r["relative_distance"] for r in runs]
-            results[game_name][method.name] = best
-
-    def rel(game: str, method: str) -> float:
-        return results[game][method]["relative_distance"]
-
-    def evals_to(game: str, method: str, level: float) -> float:
-        trace = results[game][method]["trace"]
-        return _reach(trace, trace[0][1], level)
-
-    no_progress = min(
-        min(results["dirac-gan"][m]["all_relative_distances"])
-        for m in ("GDA (simultaneous)", "real momentum (simultaneous)")
-    )
-    cm_dirac = rel("dirac-gan", "complex momentum (simultaneous)")
-    level = 1e-3
-    cm_mix = evals_to("mixture", "complex momentum (simultaneous)", level)
-    gda_mix = evals_to("mixture", "GDA (simultaneous)", level)
-    metrics: dict[str, Any] = {
+    with threads(1):
+        for game_name, make_game in _games().items():
+            probe = make_game()
+            M = dynamics.jacobian_matrix(probe)
+            results[game_name] = {}
+            for method in ctx.progress(METHODS, desc=game_name):
+                runs = [_run(make_game, method, c, cfg["budget"]) for c in method.configs(M, probe, cfg)]
+                best = min(runs, key=lambda r: r["relative_distance"])
+                best["all_relative_distances"] = [r["relative_distance"] for r in runs]
+                results[game_name][method.name] = best
+    metrics: Metrics = {
         game: {
             m: {
                 "config": r["config"],
                 "relative_distance": r["relative_distance"],
-                "evals_to_1e-3": evals_to(game, m, level),
+                "all_relative_distances": r["all_relative_distances"],
+                "evals_to_1e-3": _reach(r["trace"], r["trace"][0][1], LEVEL),
             }
             for m, r in per.items()
         }
         for game, per in results.items()
     }
-    claims = [
+    metrics["_traces"] = {game: {m: r["trace"] for m, r in per.items()} for game, per in results.items()}
+    return metrics
+
+
+def claims(m: Metrics, cfg: Config) -> list[Claim]:
+    dirac, mix = m["dirac-gan"], m["mixture"]
+    no_progress = min(
+        min(dirac[name]["all_relative_distances"]) for name in ("GDA (simultaneous)", "real momentum (simultaneous)")
+    )
+    cm_mix = mix["complex momentum (simultaneous)"]["evals_to_1e-3"]
+    gda_mix = mix["GDA (simultaneous)"]["evals_to_1e-3"]
+    return [
         Claim.at_least(
             "Dirac-GAN: simultaneous GDA and real momentum make no progress (best final/initial distance)",
             no_progress,
             1.0,
         ),
-        Claim.at_most("Dirac-GAN: simultaneous complex momentum final/initial distance", cm_dirac, level),
+        Claim.at_most(
+            "Dirac-GAN: simultaneous complex momentum final/initial distance",
+            dirac["complex momentum (simultaneous)"]["relative_distance"],
+            LEVEL,
+        ),
         Claim.holds(
             "mixture game: simultaneous complex momentum reaches 1e-3 of the initial distance in fewer gradient "
             "evaluations than simultaneous GDA",
@@ -219,20 +212,15 @@ def _experiment(cfg: dict[str, Any], ctx: Context) -> Outcome:
             f"gradient evaluations to 1e-3: complex momentum {cm_mix:g}, GDA {gda_mix:g}",
         ),
     ]
-    _plot(ctx, results)
-    return Outcome(metrics=metrics, claims=claims)
 
 
-def _plot(ctx: Context, results: dict[str, dict[str, Any]]) -> None:
-    plt = ctx.pyplot()
-    if plt is None:
-        return
+def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     cmap = plt.get_cmap("tab20")
-    for ax, (game, per) in zip(axes, results.items()):
-        for k, (name, r) in enumerate(per.items()):
-            evals = [t[0] for t in r["trace"]]
-            dist = [max(t[1], 1e-16) for t in r["trace"]]
+    for ax, (game, per) in zip(axes, m["_traces"].items()):
+        for k, (name, trace) in enumerate(per.items()):
+            evals = [t[0] for t in trace]
+            dist = [max(t[1], 1e-16) for t in trace]
             style = "--" if "alternating" in name else (":" if k >= len(per) - 5 else "-")
             ax.semilogy(evals, dist, style, color=cmap(k), lw=2.2 if "omplex" in name else 1.3, label=name)
         ax.set_xlabel("gradient evaluations (a Jacobian-vector product counts 2)")
@@ -241,4 +229,24 @@ def _plot(ctx: Context, results: dict[str, dict[str, Any]]) -> None:
         ax.set_ylim(1e-12, 1e3)
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle("Game optimizers at their best hyperparameters, same gradient budget")
-    ctx.savefig(fig, "distance_vs_evaluations")
+    return {"distance_vs_evaluations": fig}
+
+
+EXPERIMENT = register(
+    Experiment(
+        "game-optimizers",
+        paper=PAPER,
+        summary=(
+            "Every game optimizer on a cooperative/adversarial mixture game and Dirac-GAN, same gradient budget: "
+            "with simultaneous updates GDA and real momentum make no progress on Dirac-GAN while complex momentum "
+            "converges with one gradient per step; on the mixture game it needs fewer gradient evaluations than "
+            "GDA."
+        ),
+        full=FULL,
+        quick=QUICK,
+        compute=compute,
+        claims=claims,
+        plots=plots,
+        figures=("distance_vs_evaluations",),
+    )
+)

@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
-from nestopt.experiments._games_common import PAPER, single_thread
-from nestopt.experiments.registry import Claim, Context, Outcome, experiment
+from nestopt.experiments._games_common import PAPER
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.games import zoo
 from nestopt.optim import ComplexAdam, OptimisticAdam
+from nestopt.profile import threads
 
 OPTIMIZERS: dict[str, Callable[[list[torch.Tensor], float], torch.optim.Optimizer]] = {
     "Adam": lambda p, lr: torch.optim.Adam(p, lr=lr, betas=(0.5, 0.999)),
@@ -31,7 +32,7 @@ OPTIMIZERS: dict[str, Callable[[list[torch.Tensor], float], torch.optim.Optimize
 }
 
 
-def _train(name: str, cfg: dict[str, Any], ctx: Context) -> dict[str, Any]:
+def _train(name: str, cfg: Config, ctx: Context) -> dict[str, Any]:
     init = ctx.generator(10)
     game = zoo.mixture_gan(
         "ring", hidden=cfg["hidden"], batch_size=cfg["batch_size"], ensemble=cfg["seeds"], generator=init
@@ -54,23 +55,22 @@ def _train(name: str, cfg: dict[str, Any], ctx: Context) -> dict[str, Any]:
     }
 
 
-@experiment(
-    "gan-mixture",
-    paper=PAPER,
-    summary=(
-        "On a GAN learning 8 Gaussians on a ring, ComplexAdam is a drop-in replacement for Adam: at the same "
-        "budget it covers as many modes with as many samples near a mode (within a margin), like "
-        "OptimisticAdam; all three learn the mixture."
-    ),
-    full={"seeds": 16, "steps": 3000, "lr": 3e-3, "hidden": 64, "batch_size": 128, "samples": 2500},
-    quick={"seeds": 6, "steps": 2000, "lr": 3e-3, "hidden": 64, "batch_size": 128, "samples": 2500},
-)
-def gan_mixture(cfg: dict[str, Any], ctx: Context) -> Outcome:
-    with single_thread():
+FULL = {"seeds": 16, "steps": 3000, "lr": 3e-3, "hidden": 64, "batch_size": 128, "samples": 2500}
+QUICK = {**FULL, "seeds": 6, "steps": 2000}
+
+
+def compute(cfg: Config, ctx: Context) -> Metrics:
+    """Train the ensemble with each optimizer and score its samples."""
+    with threads(1):
         runs = {name: _train(name, cfg, ctx) for name in OPTIMIZERS}
-    metrics = {name: {k: v for k, v in r.items() if k != "samples"} for name, r in runs.items()}
-    adam, cadam = runs["Adam"], runs["ComplexAdam"]
-    claims = [
+    metrics: Metrics = {name: {k: v for k, v in r.items() if k != "samples"} for name, r in runs.items()}
+    metrics["_samples"] = {name: r["samples"] for name, r in runs.items()}
+    return metrics
+
+
+def claims(m: Metrics, cfg: Config) -> list[Claim]:
+    adam, cadam = m["Adam"], m["ComplexAdam"]
+    return [
         Claim.at_least(
             "ComplexAdam minus Adam: modes covered (mean over seeds; non-inferiority margin 1 mode)",
             cadam["modes"] - adam["modes"],
@@ -83,22 +83,17 @@ def gan_mixture(cfg: dict[str, Any], ctx: Context) -> Outcome:
         ),
         Claim.at_least(
             "fewest modes covered by any of the three optimizers (mean over seeds, of 8)",
-            min(r["modes"] for r in runs.values()),
+            min(m[name]["modes"] for name in OPTIMIZERS),
             6.0,
         ),
     ]
-    _plot(ctx, runs)
-    return Outcome(metrics=metrics, claims=claims)
 
 
-def _plot(ctx: Context, runs: dict[str, dict[str, Any]]) -> None:
-    plt = ctx.pyplot()
-    if plt is None:
-        return
+def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
     centers, _ = zoo.gaussian_mixture("ring")
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 4.8))
-    for ax, (name, r) in zip(axes, runs.items()):
-        s = r["samples"]
+    fig, axes = plt.subplots(1, len(OPTIMIZERS), figsize=(4.6 * len(OPTIMIZERS), 4.8))
+    for ax, name in zip(axes, OPTIMIZERS):
+        s, r = m["_samples"][name], m[name]
         ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.4, color="tab:blue", label="generated (seed 0)")
         ax.scatter(centers[:, 0], centers[:, 1], s=40, marker="x", color="tab:red", label="modes")
         ax.set_xlim(-3, 3)
@@ -107,4 +102,23 @@ def _plot(ctx: Context, runs: dict[str, dict[str, Any]]) -> None:
         ax.set_title(f"{name}\n{r['modes']:.2f} modes, {r['high_quality']:.2f} near a mode")
     axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle("GAN on 8 Gaussians: samples after the same budget (means over seeds in the titles)")
-    ctx.savefig(fig, "samples")
+    return {"samples": fig}
+
+
+EXPERIMENT = register(
+    Experiment(
+        "gan-mixture",
+        paper=PAPER,
+        summary=(
+            "On a GAN learning 8 Gaussians on a ring, ComplexAdam is a drop-in replacement for Adam: at the same "
+            "budget it covers as many modes with as many samples near a mode (within a margin), like "
+            "OptimisticAdam; all three learn the mixture."
+        ),
+        full=FULL,
+        quick=QUICK,
+        compute=compute,
+        claims=claims,
+        plots=plots,
+        figures=("samples",),
+    )
+)

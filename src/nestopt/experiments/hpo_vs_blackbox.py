@@ -37,9 +37,10 @@ from nestopt import data, hparams, hypergrad, linalg
 from nestopt.bilevel import BilevelTrainer
 from nestopt.data import Splits
 from nestopt.errors import InvalidArgumentError, UnsupportedError
-from nestopt.experiments._common import CE, IFT_PAPER, evaluate, mlp, quiet_solvers, threads
-from nestopt.experiments.registry import Claim, Context, Outcome, experiment
+from nestopt.experiments._common import CE, IFT_PAPER, classifier, evaluate, quiet_solvers
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
 from nestopt.hparams import Objective
+from nestopt.profile import threads
 from nestopt.tree import Tree
 
 __all__: list[str] = []
@@ -75,7 +76,7 @@ def _families(net: torch.nn.Module, init: float) -> list[hparams.Family]:
 
 
 def _setup(d: Splits, cfg: Mapping[str, Any], seed: int) -> tuple[torch.nn.Module, list[hparams.Family]]:
-    net = mlp([d.input_shape[0], *cfg["hidden"], d.num_classes], seed=seed + 1)
+    net = classifier(d, cfg["hidden"], seed + 1)
     return net, _families(net, cfg["init_decay"])
 
 
@@ -212,17 +213,8 @@ def _time_to_reach(clock: _Clock, target: float) -> float:
     return next((t for t, v in clock.points if v <= target), math.inf)
 
 
-@experiment(
-    "hpo-vs-blackbox",
-    paper=IFT_PAPER,
-    summary=(
-        "A global and per-layer weight decays tuned by IFT during one training run reach the best validation loss "
-        "that Optuna's TPE finds under the same time budget (CPU seconds), and reach it sooner."
-    ),
-    full=FULL,
-    quick=QUICK,
-)
-def hpo_vs_blackbox(cfg: dict[str, Any], ctx: Context) -> Outcome:
+def compute(cfg: Config, ctx: Context) -> Metrics:
+    """IFT's run, then TPE's and random search's trials, each within the same budget of seconds."""
     optuna = _import_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     low, high = cfg["log10_decay_range"]
@@ -235,7 +227,8 @@ def hpo_vs_blackbox(cfg: dict[str, Any], ctx: Context) -> Outcome:
         _trial(d, warm, ctx, dict.fromkeys(keys, -4.0), _Clock(math.inf, cfg["clock"]))
         ift, ift_decays = run_ift(d, cfg, ctx)
 
-        study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=ctx.seed))
+        # Optuna's sampler takes a numpy seed (below 2**32)
+        study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=ctx.seed % 2**32))
 
         def tpe_suggest(i: int) -> tuple[dict[str, float], Any]:
             trial = study.ask()
@@ -258,15 +251,11 @@ def hpo_vs_blackbox(cfg: dict[str, Any], ctx: Context) -> Outcome:
         rnd, rnd_trials = run_blackbox(d, cfg, ctx, random_suggest, lambda h, v: None)
 
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    t_tpe = _time_to_reach(tpe, tpe.best)
-    t_ift = _time_to_reach(ift, tpe.best)
-    claims = [
-        Claim.at_most("IFT best validation loss minus TPE's best", ift.best - tpe.best, 0.0),
-        Claim.at_most("seconds for IFT to reach TPE's best / seconds TPE took", t_ift / t_tpe, 1.0),
-    ]
-    metrics = {
+    return {
         "best_val_loss": {"ift": ift.best, "tpe": tpe.best, "random": rnd.best},
-        "seconds_to_tpe_best": {"ift": t_ift, "tpe": t_tpe, "random": _time_to_reach(rnd, tpe.best)},
+        "seconds_to_tpe_best": {
+            k: _time_to_reach(c, tpe.best) for k, c in (("ift", ift), ("tpe", tpe), ("random", rnd))
+        },
         "seconds_to_ift_best": {
             k: _time_to_reach(c, ift.best) for k, c in (("ift", ift), ("tpe", tpe), ("random", rnd))
         },
@@ -277,30 +266,59 @@ def hpo_vs_blackbox(cfg: dict[str, Any], ctx: Context) -> Outcome:
         "curves": {"ift": ift.points, "tpe": tpe.points, "random": rnd.points},
         "hyperparameters": len(keys),
     }
-    plt = ctx.pyplot()
-    if plt is not None:
-        ctx.savefig(
-            _plot(plt, {"IFT (one run)": ift, "Optuna TPE": tpe, "random search": rnd}, cfg, tpe_trials, rnd_trials),
-            "best_val_vs_seconds",
-        )
-    return Outcome(metrics, claims)
 
 
-def _plot(plt: Any, clocks: Mapping[str, _Clock], cfg: Mapping[str, Any], tpe_trials: int, rnd_trials: int) -> Any:
+def claims(m: Metrics, cfg: Config) -> list[Claim]:
+    best, seconds = m["best_val_loss"], m["seconds_to_tpe_best"]
+    return [
+        Claim.at_most("IFT best validation loss minus TPE's best", best["ift"] - best["tpe"], 0.0),
+        Claim.at_most("seconds for IFT to reach TPE's best / seconds TPE took", seconds["ift"] / seconds["tpe"], 1.0),
+    ]
+
+
+def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    colors = {"IFT (one run)": "tab:red", "Optuna TPE": "tab:blue", "random search": "tab:gray"}
-    for name, clock in clocks.items():
-        pts = [(t, v) for t, v in clock.points if math.isfinite(v)]
+    styles = {"ift": ("IFT (one run)", "tab:red"), "tpe": ("Optuna TPE", "tab:blue"),
+              "random": ("random search", "tab:gray")}  # fmt: skip
+    for key, (label, color) in styles.items():
+        pts = [(t, v) for t, v in m["curves"][key] if math.isfinite(v)]
         if not pts:
             continue
         t, v = zip(*pts)
-        ax.step([*t, cfg["budget_seconds"]], [*v, v[-1]], where="post", color=colors[name], label=name)
-        if name.startswith("IFT"):
-            ax.plot(t[-1], v[-1], "o", color=colors[name], ms=5)  # where its training run ended
-    ax.axhline(clocks["Optuna TPE"].best, color="tab:blue", ls=":", lw=1)
+        ax.step([*t, cfg["budget_seconds"]], [*v, v[-1]], where="post", color=color, label=label)
+        if key == "ift":
+            ax.plot(t[-1], v[-1], "o", color=color, ms=5)  # where its training run ended
+    ax.axhline(m["best_val_loss"]["tpe"], color="tab:blue", ls=":", lw=1)
     ax.set_xlabel("seconds")
     ax.set_ylabel("best validation loss so far")
-    ax.set_title(f"4 weight decays, {cfg['budget_seconds']:g} s each (TPE {tpe_trials} trials, random {rnd_trials})")
+    trials = m["trials"]
+    ax.set_title(
+        f"{m['hyperparameters']} weight decays, {cfg['budget_seconds']:g} s each "
+        f"(TPE {trials['tpe']} trials, random {trials['random']})"
+    )
     ax.grid(True, alpha=0.3)
     ax.legend()
-    return fig
+    return {"best_val_vs_seconds": fig}
+
+
+EXPERIMENT = register(
+    Experiment(
+        "hpo-vs-blackbox",
+        paper=IFT_PAPER,
+        summary=(
+            "A global and per-layer weight decays tuned by IFT during one training run reach the best validation "
+            "loss that Optuna's TPE finds under the same time budget (CPU seconds), and reach it sooner."
+        ),
+        full=FULL,
+        quick=QUICK,
+        compute=compute,
+        claims=claims,
+        plots=plots,
+        figures=("best_val_vs_seconds",),
+        # Given 60 s, TPE's ~40 trials end lower than any IFT run; IFT gets close far sooner (quick: IFT wins).
+        known_failures=(
+            KnownFailure("IFT best validation loss minus TPE's best", "docs/ift.md, findings", quick=False),
+            KnownFailure("seconds for IFT to reach TPE's best", "docs/ift.md, findings", quick=False),
+        ),
+    )
+)

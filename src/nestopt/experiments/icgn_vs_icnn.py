@@ -26,11 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nestopt.experiments._jacobian_common import DTYPE, box_grid, fit, param_count, single_thread
-from nestopt.experiments.registry import Claim, Context, Outcome, experiment
+from nestopt.experiments._jacobian_common import DTYPE, box_grid, fit, for_evaluation, param_count
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.jacobian import ICGN, ICNN
+from nestopt.profile import threads
 
-__all__ = ["ASYMMETRY_MAX", "TASKS", "convex_gradient", "gaussian_ot_map", "icgn_vs_icnn"]
+__all__ = ["ASYMMETRY_MAX", "TASKS", "convex_gradient", "gaussian_ot_map"]
 
 ASYMMETRY_MAX = 1e-8
 """Largest accepted relative asymmetry of the one-layer ICGN's Jacobian (exact up to rounding)."""
@@ -128,10 +129,130 @@ def _plot_points(task: str) -> Tensor:
     return pts[maha <= 2.5**2]
 
 
-def _quiver(ctx: Context, panels: dict[str, dict[str, tuple[Tensor, Tensor]]]) -> None:
-    plt = ctx.pyplot()
-    if plt is None:
-        return
+FULL = {
+    "seeds": 8,
+    "n_train": 256,
+    "hidden": 32,
+    "deep_hidden": 16,
+    "nodes": 8,
+    "lr": 1e-2,
+    "steps": 2000,
+    "deep_steps": 2000,
+    "grid": 41,
+    "ablation": True,
+}
+QUICK = {**FULL, "seeds": 3, "steps": 1000, "deep_steps": 300, "grid": 25, "ablation": False}
+
+
+def _deep_icgn(x: Tensor, y: Tensor, xt: Tensor, yt: Tensor, act: str, cfg: Config, ctx: Context, base: int) -> dict:
+    """A two-layer ICGN on the convex task: its error and how far its Jacobian is from symmetric."""
+    deep = ICGN(
+        2, (cfg["deep_hidden"], cfg["deep_hidden"]), activation=act, nodes=cfg["nodes"], quadrature_tol=None,
+        generator=ctx.generator(base),
+    ).to(DTYPE)  # fmt: skip
+    _train_field(deep, deep, x, y, {**cfg, "steps": cfg["deep_steps"]}, ctx, "convex deep ICGN")
+    for_evaluation(deep)
+    check = deep.integrability(xt)
+    return {
+        "hidden": [cfg["deep_hidden"], cfg["deep_hidden"]],
+        "steps": cfg["deep_steps"],
+        "params": param_count(deep),
+        "rel_error": _rel_error(deep(xt).detach(), yt),
+        "asymmetry_mean": float(check.asymmetry.mean()),
+        "asymmetry_max": float(check.asymmetry.max()),
+        "min_eig_sym_jacobian": float(check.min_eigenvalue.min()),
+    }
+
+
+def _task(task: str, t_idx: int, cfg: Config, ctx: Context, metrics: Metrics) -> tuple[dict, float, dict]:
+    """Fit one task over the seeds; returns its metrics, the worst ICGN asymmetry, and the fields to draw."""
+    act = TASKS[task]
+    other = "softplus" if act != "softplus" else "sigmoid"
+    errs: dict[str, list[float]] = {"icgn": [], "icnn": [], "icgn_other_activation": []}
+    info: dict[str, Any] = {"icgn_activation": act, "icgn_min_eig_sym_jacobian": math.inf}
+    worst_asym, panel = 0.0, {}
+    for seed in range(cfg["seeds"]):
+        base = 1000 * t_idx + 10 * seed
+        x, y, xt, yt = _task_data(task, cfg, ctx.generator(base))
+        icgn = ICGN(2, cfg["hidden"], activation=act, nodes=cfg["nodes"], quadrature_tol=None,
+                    generator=ctx.generator(base + 1)).to(DTYPE)  # fmt: skip
+        icnn = ICNN(2, _icnn_width(param_count(icgn), 2), generator=ctx.generator(base + 2)).to(DTYPE)
+        _train_field(icgn, icgn, x, y, cfg, ctx, f"{task} ICGN {seed}")
+        _train_field(icnn, icnn.gradient, x, y, cfg, ctx, f"{task} ICNN {seed}")
+        for_evaluation(icgn)
+        errs["icgn"].append(_rel_error(icgn(xt).detach(), yt))
+        errs["icnn"].append(_rel_error(icnn.gradient(xt).detach(), yt))
+        check = icgn.integrability(xt)
+        worst_asym = max(worst_asym, float(check.asymmetry.max()))
+        info["icgn_min_eig_sym_jacobian"] = min(info["icgn_min_eig_sym_jacobian"], float(check.min_eigenvalue.min()))
+        info["params_icgn"], info["params_icnn"] = param_count(icgn), param_count(icnn)
+        if cfg["ablation"]:
+            alt = ICGN(2, cfg["hidden"], activation=other, nodes=cfg["nodes"], quadrature_tol=None,
+                       generator=ctx.generator(base + 1)).to(DTYPE)  # fmt: skip
+            _train_field(alt, alt, x, y, cfg, ctx, f"{task} ICGN-{other} {seed}")
+            for_evaluation(alt)
+            errs["icgn_other_activation"].append(_rel_error(alt(xt).detach(), yt))
+        if seed == 0:
+            pts = _plot_points(task)
+            truth = convex_gradient(pts) if task == "convex" else _task_target(pts)
+            with torch.no_grad():
+                panel = {"truth": (pts, truth), "ICGN": (pts, icgn(pts)), "ICNN": (pts, icnn.gradient(pts))}
+            if task == "convex":
+                metrics["deep_icgn"] = _deep_icgn(x, y, xt, yt, act, cfg, ctx, base + 3)
+    info["icgn"], info["icnn"] = _summary(errs["icgn"]), _summary(errs["icnn"])
+    info["per_seed"] = {k: v for k, v in errs.items() if v}
+    if errs["icgn_other_activation"]:
+        info["ablation"] = {"icgn_activation": other, **_summary(errs["icgn_other_activation"])}
+    return info, worst_asym, panel
+
+
+def compute(cfg: Config, ctx: Context) -> Metrics:
+    """Both tasks over the seeds: errors of the ICGN and the ICNN, the ICGN's Jacobian checks, the fields."""
+    metrics: Metrics = {}
+    panels: dict[str, dict[str, tuple[Tensor, Tensor]]] = {}
+    worst_asym = 0.0
+    with threads(1):
+        for t_idx, task in enumerate(TASKS):
+            metrics[task], asym, panels[task] = _task(task, t_idx, cfg, ctx, metrics)
+            worst_asym = max(worst_asym, asym)
+    metrics["one_layer_icgn_max_asymmetry"] = worst_asym
+    metrics["_panels"] = panels
+    return metrics
+
+
+def _ratio_claim(task: str, info: dict[str, Any], cfg: Config) -> Claim:
+    ratio = info["icgn"]["mean"] / info["icnn"]["mean"]
+    detail = (
+        f"mean relative error over {cfg['seeds']} seeds: ICGN ({info['icgn_activation']}, {info['params_icgn']} "
+        f"params) {info['icgn']['mean']:.3g} ± {info['icgn']['std']:.2g} vs ICNN ({info['params_icnn']} params) "
+        f"{info['icnn']['mean']:.3g} ± {info['icnn']['std']:.2g}; ratio {ratio:.3g} < 1 needed"
+    )
+    return Claim(f"{task}: mean error ICGN / ICNN", ratio < 1.0, ratio, 1.0, detail)
+
+
+def claims(m: Metrics, cfg: Config) -> list[Claim]:
+    return [_ratio_claim(task, m[task], cfg) for task in TASKS] + [
+        Claim.at_most("one-layer ICGN: max relative asymmetry of Dg", m["one_layer_icgn_max_asymmetry"], ASYMMETRY_MAX)
+    ]
+
+
+def notes(m: Metrics, cfg: Config) -> str:
+    text = " ".join(_ratio_claim(task, m[task], cfg).detail + "." for task in TASKS)
+    if "deep_icgn" in m:
+        d = m["deep_icgn"]
+        text += (
+            f" Two-layer ICGN (not integrable by construction) on the convex task: relative error {d['rel_error']:.3g}, "
+            f"Jacobian asymmetry mean {d['asymmetry_mean']:.3g}, max {d['asymmetry_max']:.3g}."
+        )
+    for task in TASKS:
+        if "ablation" in m[task]:
+            a = m[task]["ablation"]
+            text += f" Ablation, {task} with a {a['icgn_activation']} ICGN: {a['mean']:.3g} ± {a['std']:.2g}."
+    return text
+
+
+def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
+    panels = m["_panels"]
     fig, axes = plt.subplots(len(panels), 3, figsize=(16.5, 4.6 * len(panels)), squeeze=False)
     for row, (task, fields) in enumerate(panels.items()):
         pts, truth = fields["truth"]
@@ -148,125 +269,21 @@ def _quiver(ctx: Context, panels: dict[str, dict[str, tuple[Tensor, Tensor]]]) -
             ax.quiver(pts[:, 0], pts[:, 1], vec[:, 0], vec[:, 1], color=color, angles="xy", width=0.003)
             ax.set_title(f"{task}: {name}" + ("" if name == "truth" else " (blue), truth (gray)"), fontsize=10)
             ax.set_aspect("equal")
-    ctx.savefig(fig, "icgn_vs_icnn_fields")
+    return {"icgn_vs_icnn_fields": fig}
 
 
-@experiment(
-    "icgn-vs-icnn",
-    paper="Input Convex Gradient Networks (Richter-Powell, Lorraine & Amos, 2021); ICNN (Amos et al., 2017)",
-    summary="A one-layer ICGN fits a convex gradient and a Gaussian optimal transport map with lower error than "
-    "the gradient of a one-layer ICNN with as many parameters (mean over seeds)",
-    full={
-        "seeds": 8,
-        "n_train": 256,
-        "hidden": 32,
-        "deep_hidden": 16,
-        "nodes": 8,
-        "lr": 1e-2,
-        "steps": 2000,
-        "deep_steps": 2000,
-        "grid": 41,
-        "ablation": True,
-    },
-    quick={
-        "seeds": 3,
-        "n_train": 256,
-        "hidden": 32,
-        "deep_hidden": 16,
-        "nodes": 8,
-        "lr": 1e-2,
-        "steps": 1000,
-        "deep_steps": 300,
-        "grid": 25,
-        "ablation": False,
-    },
+EXPERIMENT = register(
+    Experiment(
+        "icgn-vs-icnn",
+        paper="Input Convex Gradient Networks (Richter-Powell, Lorraine & Amos, 2021); ICNN (Amos et al., 2017)",
+        summary="A one-layer ICGN fits a convex gradient and a Gaussian optimal transport map with lower error "
+        "than the gradient of a one-layer ICNN with as many parameters (mean over seeds)",
+        full=FULL,
+        quick=QUICK,
+        compute=compute,
+        claims=claims,
+        plots=plots,
+        notes=notes,
+        figures=("icgn_vs_icnn_fields",),
+    )
 )
-def icgn_vs_icnn(cfg: dict[str, Any], ctx: Context) -> Outcome:
-    metrics: dict[str, Any] = {}
-    claims: list[Claim] = []
-    panels: dict[str, dict[str, tuple[Tensor, Tensor]]] = {}
-    worst_asym = 0.0
-    with single_thread():
-        for t_idx, (task, act) in enumerate(TASKS.items()):
-            errs: dict[str, list[float]] = {"icgn": [], "icnn": [], "icgn_other_activation": []}
-            other = "softplus" if act != "softplus" else "sigmoid"
-            info: dict[str, Any] = {"icgn_activation": act}
-            for seed in range(cfg["seeds"]):
-                base = 1000 * t_idx + 10 * seed
-                x, y, xt, yt = _task_data(task, cfg, ctx.generator(base))
-                icgn = ICGN(2, cfg["hidden"], activation=act, nodes=cfg["nodes"], generator=ctx.generator(base + 1))
-                icgn = icgn.to(DTYPE)
-                icnn = ICNN(2, _icnn_width(param_count(icgn), 2), generator=ctx.generator(base + 2)).to(DTYPE)
-                _train_field(icgn, icgn, x, y, cfg, ctx, f"{task} ICGN {seed}")
-                _train_field(icnn, icnn.gradient, x, y, cfg, ctx, f"{task} ICNN {seed}")
-                errs["icgn"].append(_rel_error(icgn(xt).detach(), yt))
-                errs["icnn"].append(_rel_error(icnn.gradient(xt).detach(), yt))
-                check = icgn.integrability(xt)
-                worst_asym = max(worst_asym, float(check.asymmetry.max()))
-                info.setdefault("icgn_min_eig_sym_jacobian", float("inf"))
-                info["icgn_min_eig_sym_jacobian"] = min(
-                    info["icgn_min_eig_sym_jacobian"], float(check.min_eigenvalue.min())
-                )
-                info["params_icgn"], info["params_icnn"] = param_count(icgn), param_count(icnn)
-                if cfg["ablation"]:
-                    alt = ICGN(
-                        2, cfg["hidden"], activation=other, nodes=cfg["nodes"], generator=ctx.generator(base + 1)
-                    )
-                    alt = alt.to(DTYPE)
-                    _train_field(alt, alt, x, y, cfg, ctx, f"{task} ICGN-{other} {seed}")
-                    errs["icgn_other_activation"].append(_rel_error(alt(xt).detach(), yt))
-                if seed == 0:
-                    pts = _plot_points(task)
-                    truth = convex_gradient(pts) if task == "convex" else _task_target(pts)
-                    with torch.no_grad():
-                        panels[task] = {
-                            "truth": (pts, truth),
-                            "ICGN": (pts, icgn(pts)),
-                            "ICNN": (pts, icnn.gradient(pts)),
-                        }
-                    if task == "convex":
-                        deep = ICGN(
-                            2,
-                            (cfg["deep_hidden"], cfg["deep_hidden"]),
-                            activation=act,
-                            nodes=cfg["nodes"],
-                            generator=ctx.generator(base + 3),
-                        ).to(DTYPE)
-                        _train_field(deep, deep, x, y, {**cfg, "steps": cfg["deep_steps"]}, ctx, "convex deep ICGN")
-                        deep_check = deep.integrability(xt)
-                        metrics["deep_icgn"] = {
-                            "hidden": [cfg["deep_hidden"], cfg["deep_hidden"]],
-                            "steps": cfg["deep_steps"],
-                            "params": param_count(deep),
-                            "rel_error": _rel_error(deep(xt).detach(), yt),
-                            "asymmetry_mean": float(deep_check.asymmetry.mean()),
-                            "asymmetry_max": float(deep_check.asymmetry.max()),
-                            "min_eig_sym_jacobian": float(deep_check.min_eigenvalue.min()),
-                        }
-            info["icgn"], info["icnn"] = _summary(errs["icgn"]), _summary(errs["icnn"])
-            info["per_seed"] = {k: v for k, v in errs.items() if v}
-            if errs["icgn_other_activation"]:
-                info["ablation"] = {"icgn_activation": other, **_summary(errs["icgn_other_activation"])}
-            metrics[task] = info
-            ratio = info["icgn"]["mean"] / info["icnn"]["mean"]
-            detail = (
-                f"mean relative error over {cfg['seeds']} seeds: ICGN ({act}, {info['params_icgn']} params) "
-                f"{info['icgn']['mean']:.3g} ± {info['icgn']['std']:.2g} vs ICNN ({info['params_icnn']} params) "
-                f"{info['icnn']['mean']:.3g} ± {info['icnn']['std']:.2g}; ratio {ratio:.3g} < 1 needed"
-            )
-            claims.append(Claim(f"{task}: mean error ICGN / ICNN", ratio < 1.0, ratio, 1.0, detail))
-        claims.append(Claim.at_most("one-layer ICGN: max relative asymmetry of Dg", worst_asym, ASYMMETRY_MAX))
-        _quiver(ctx, panels)
-    metrics["one_layer_icgn_max_asymmetry"] = worst_asym
-    notes = " ".join(c.detail + "." for c in claims[:-1])
-    if "deep_icgn" in metrics:
-        d = metrics["deep_icgn"]
-        notes += (
-            f" Two-layer ICGN (not integrable by construction) on the convex task: relative error {d['rel_error']:.3g}, "
-            f"Jacobian asymmetry mean {d['asymmetry_mean']:.3g}, max {d['asymmetry_max']:.3g}."
-        )
-    for task in TASKS:
-        if "ablation" in metrics[task]:
-            a = metrics[task]["ablation"]
-            notes += f" Ablation, {task} with a {a['icgn_activation']} ICGN: {a['mean']:.3g} ± {a['std']:.2g}."
-    return Outcome(metrics=metrics, claims=claims, notes=notes)

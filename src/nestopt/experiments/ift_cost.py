@@ -27,10 +27,10 @@ import torch
 from nestopt import data, hparams, hypergrad, linalg
 from nestopt.bilevel import BilevelTrainer
 from nestopt.data import Splits
-from nestopt.experiments._common import CE, IFT_PAPER, count, mlp, quiet_solvers, threads, train_plain
-from nestopt.experiments.registry import Claim, Context, Outcome, experiment
+from nestopt.experiments._common import CE, IFT_PAPER, classifier, count, quiet_solvers, train_plain
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
 from nestopt.hparams import Objective
-from nestopt.profile import PeakMemory
+from nestopt.profile import PeakMemory, threads
 
 __all__: list[str] = []
 
@@ -55,7 +55,7 @@ QUICK = {**FULL, "steps": 300, "repeats": 3}
 
 
 def _net(d: Splits, cfg: Mapping[str, Any], seed: int) -> torch.nn.Module:
-    return mlp([d.input_shape[0], *cfg["hidden"], d.num_classes], seed=seed)
+    return classifier(d, cfg["hidden"], seed)
 
 
 def plain_run(d: Splits, cfg: Mapping[str, Any], net: torch.nn.Module, steps: int, seed: int) -> None:
@@ -112,18 +112,8 @@ def _measure(name: str, d: Splits, cfg: Mapping[str, Any], seed: int, run: Calla
     return {"total": tracker.peak, "baseline": tracker.baseline, "extra": tracker.extra}
 
 
-@experiment(
-    "ift-cost",
-    paper=IFT_PAPER,
-    summary=(
-        "Joint training with IFT hypergradients (Neumann 5 every 10 steps) costs at most 3 times the time and 2 "
-        "times the peak memory of plain training of the same network for as many steps (decays per layer and per "
-        "weight)."
-    ),
-    full=FULL,
-    quick=QUICK,
-)
-def ift_cost(cfg: dict[str, Any], ctx: Context) -> Outcome:
+def compute(cfg: Config, ctx: Context) -> Metrics:
+    """CPU seconds (interleaved repeats) and peak tensor memory of plain and joint training."""
     steps, seed, pers = cfg["steps"], ctx.seed, list(cfg["per"])
     runs: dict[str, Callable[..., Any]] = {"plain": plain_run}
     for per in pers:
@@ -140,33 +130,34 @@ def ift_cost(cfg: dict[str, Any], ctx: Context) -> Outcome:
                 seconds[name].append(_cpu_seconds(functools.partial(run, d, cfg, net, steps, seed)))
         memory = {name: _measure(name, d, cfg, seed, run) for name, run in runs.items()}
     median = {name: statistics.median(s) for name, s in seconds.items()}
-    n_hparams = {per: count(hparams.WeightDecay(_net(d, cfg, 0), per=per).init()) for per in pers}
-    claims = []
-    for per in pers:
-        what = f"decay per {'weight' if per == 'parameter' else per} ({n_hparams[per]:,} hyperparameters)"
-        claims.append(
-            Claim.at_most(f"time: joint / plain, {what} (CPU seconds, median)", median[per] / median["plain"], 3.0)
-        )
-        claims.append(
-            Claim.at_most(
-                f"peak memory: joint / plain, {what} (total tensor bytes, as torch.cuda.max_memory_allocated counts)",
-                memory[per]["total"] / memory["plain"]["total"],
-                2.0,
-            )
-        )
-    metrics = {
+    return {
         "weights": sum(p.numel() for p in _net(d, cfg, 0).parameters()),
-        "hyperparameters": n_hparams,
+        "hyperparameters": {per: count(hparams.WeightDecay(_net(d, cfg, 0), per=per).init()) for per in pers},
         "seconds": seconds,
         "time_ratio": {per: median[per] / median["plain"] for per in pers},
         "peak_bytes": memory,
         "memory_ratio_total": {per: memory[per]["total"] / memory["plain"]["total"] for per in pers},
         "memory_ratio_extra": {per: memory[per]["extra"] / memory["plain"]["extra"] for per in pers},
     }
-    plt = ctx.pyplot()
-    if plt is not None:
-        ctx.savefig(_plot(plt, seconds, memory, cfg, n_hparams), "cost")
-    return Outcome(metrics, claims)
+
+
+def claims(m: Metrics, cfg: Config) -> list[Claim]:
+    out = []
+    for per in cfg["per"]:
+        what = f"decay per {'weight' if per == 'parameter' else per} ({m['hyperparameters'][per]:,} hyperparameters)"
+        out.append(Claim.at_most(f"time: joint / plain, {what} (CPU seconds, median)", m["time_ratio"][per], 3.0))
+        out.append(
+            Claim.at_most(
+                f"peak memory: joint / plain, {what} (total tensor bytes, as torch.cuda.max_memory_allocated counts)",
+                m["memory_ratio_total"][per],
+                2.0,
+            )
+        )
+    return out
+
+
+def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
+    return {"cost": _plot(plt, m["seconds"], m["peak_bytes"], cfg, m["hyperparameters"])}
 
 
 def _plot(
@@ -204,3 +195,25 @@ def _plot(
     ax2.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+EXPERIMENT = register(
+    Experiment(
+        "ift-cost",
+        paper=IFT_PAPER,
+        summary=(
+            "Joint training with IFT hypergradients (Neumann 5 every 10 steps) costs at most 3 times the time and "
+            "2 times the peak memory of plain training of the same network for as many steps (decays per layer and "
+            "per weight)."
+        ),
+        full=FULL,
+        quick=QUICK,
+        compute=compute,
+        claims=claims,
+        plots=plots,
+        figures=("cost",),
+        # With one decay per weight the hyperparameters, their Adam state and the hypergradient are each as large
+        # as the network, and the Hessian-vector products' temporaries add more.
+        known_failures=(KnownFailure("peak memory: joint / plain, decay per weight", "docs/ift.md, findings"),),
+    )
+)

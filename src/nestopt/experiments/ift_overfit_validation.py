@@ -27,16 +27,16 @@ from nestopt.data import Split, Splits
 from nestopt.experiments._common import (
     CE,
     IFT_PAPER,
+    classifier,
     count,
     evaluate,
-    mlp,
     quiet_solvers,
     solver_statuses,
-    threads,
     train_plain,
 )
-from nestopt.experiments.registry import Claim, Context, Outcome, experiment
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.hparams import Objective
+from nestopt.profile import threads
 
 __all__ = ["best_global", "global_sweep", "tune_per_weight"]
 
@@ -60,16 +60,12 @@ FULL = {
 QUICK = {**FULL, "outer_steps": 60, "eval_every": 5, "global_decays": [1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]}
 
 
-def _model(d: Splits, cfg: Mapping[str, Any], seed: int) -> torch.nn.Sequential:
-    return mlp([d.input_shape[0], *cfg["hidden"], d.num_classes], seed=seed)
-
-
 def tune_per_weight(
     d: Splits, val: Split, cfg: Mapping[str, Any], ctx: Context
 ) -> tuple[BilevelTrainer, list[dict[str, Any]]]:
     """Train the MLP with one decay per weight tuned by IFT on ``val``; evaluation records every
     ``eval_every`` outer steps (and before the first): losses and accuracies on train, val and test."""
-    net = _model(d, cfg, ctx.seed + 1)
+    net = classifier(d, cfg["hidden"], ctx.seed + 1)
     family = hparams.WeightDecay(net, per="parameter", init=cfg["init_decay"])
     solver = linalg.Neumann(steps=cfg["neumann_steps"], alpha=cfg["neumann_alpha"])
     trainer = BilevelTrainer(
@@ -112,7 +108,7 @@ def global_sweep(d: Splits, parts: Mapping[str, Split], cfg: Mapping[str, Any], 
     k = cfg["inner_steps_per_outer"]
     out = []
     for c in ctx.progress(cfg["global_decays"], "global decays"):
-        net = _model(d, cfg, ctx.seed + 1)
+        net = classifier(d, cfg["hidden"], ctx.seed + 1)
         objective = Objective(net, CE, [hparams.WeightDecay(net, per="global", init=c)])
         records = train_plain(
             objective,
@@ -142,43 +138,28 @@ def decay_histogram(trainer: BilevelTrainer) -> torch.Tensor:
     return torch.cat([v.detach().flatten() for v in trainer.hparams.values()]) / math.log(10)
 
 
-@experiment(
-    "ift-overfit-validation",
-    paper=IFT_PAPER,
-    summary=(
-        "With one weight decay per weight (>100k hyperparameters) tuned by IFT on a 32-example validation set, "
-        "the validation loss falls far below the best single global decay's while the test loss does not follow."
-    ),
-    full=FULL,
-    quick=QUICK,
-)
-def ift_overfit_validation(cfg: dict[str, Any], ctx: Context) -> Outcome:
+def compute(cfg: Config, ctx: Context) -> Metrics:
+    """The per-weight run and the sweep of global decays, with every evaluation record."""
     with threads(cfg["threads"]):
         d = data.mnist1d(cfg["n_train"], cfg["n_val"], cfg["n_test"], seed=ctx.seed)
         trainer, records = tune_per_weight(d, d.val, cfg, ctx)
         sweep = global_sweep(d, {"train": d.train, "val": d.val, "test": d.test}, cfg, ctx)
-    best = best_global(sweep)
-    final = records[-1]
-    n_hparams = count(trainer.hparams)
+    best, final = best_global(sweep), records[-1]
     log_decays = decay_histogram(trainer)
-    val_ratio = final["val_loss"] / best["val_loss"]
-    test_excess = final["test_loss"] - best["test_loss"]
-    claims = [
-        Claim.holds(f"at least 100k hyperparameters ({n_hparams} per-weight decays)", n_hparams >= 100_000, n_hparams),
-        Claim.at_most("validation loss: per-weight decays / best global decay", val_ratio, 0.5),
-        Claim.at_least("test loss: per-weight decays minus best global decay (does not follow)", test_excess, 0.0),
-    ]
-    statuses = solver_statuses(trainer.history.column("status"))
-    metrics = {
-        "hyperparameters": n_hparams,
-        "per_weight": {"final": final, "curve": records, "solver_statuses": statuses},
+    return {
+        "hyperparameters": count(trainer.hparams),
+        "per_weight": {
+            "final": final,
+            "curve": records,
+            "solver_statuses": solver_statuses(trainer.history.column("status")),
+        },
         "best_global": best,
         "global_sweep": [
             {"decay": r["decay"], "best_val_loss": min(x["val_loss"] for x in r["records"]), "final": r["records"][-1]}
             for r in sweep
         ],
-        "validation_ratio": val_ratio,
-        "test_loss_excess": test_excess,
+        "validation_ratio": final["val_loss"] / best["val_loss"],
+        "test_loss_excess": final["test_loss"] - best["test_loss"],
         "learned_log10_decay": {
             "init": math.log10(cfg["init_decay"]),
             "mean": float(log_decays.mean()),
@@ -186,19 +167,24 @@ def ift_overfit_validation(cfg: dict[str, Any], ctx: Context) -> Outcome:
             "max": float(log_decays.max()),
         },
         "seconds_per_weight_run": final["seconds"],
+        "_log_decays": log_decays,
     }
-    plt = ctx.pyplot()
-    if plt is not None:
-        fig = plot_run(
-            plt,
-            records,
-            best,
-            log_decays,
-            cfg,
-            title=f"{n_hparams:,} per-weight decays, {len(d.val)} validation examples",
-        )
-        ctx.savefig(fig, "losses")
-    return Outcome(metrics, claims)
+
+
+def claims(m: Metrics, cfg: Config) -> list[Claim]:
+    n = m["hyperparameters"]
+    return [
+        Claim.holds(f"at least 100k hyperparameters ({n} per-weight decays)", n >= 100_000, n),
+        Claim.at_most("validation loss: per-weight decays / best global decay", m["validation_ratio"], 0.5),
+        Claim.at_least(
+            "test loss: per-weight decays minus best global decay (does not follow)", m["test_loss_excess"], 0.0
+        ),
+    ]
+
+
+def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
+    title = f"{m['hyperparameters']:,} per-weight decays, {cfg['n_val']} validation examples"
+    return {"losses": plot_run(plt, m["per_weight"]["curve"], m["best_global"], m["_log_decays"], cfg, title=title)}
 
 
 def plot_run(
@@ -246,3 +232,22 @@ def plot_run(
     if fig is not None:
         fig.tight_layout()
     return fig
+
+
+EXPERIMENT = register(
+    Experiment(
+        "ift-overfit-validation",
+        paper=IFT_PAPER,
+        summary=(
+            "With one weight decay per weight (>100k hyperparameters) tuned by IFT on a 32-example validation set, "
+            "the validation loss falls far below the best single global decay's while the test loss does not "
+            "follow."
+        ),
+        full=FULL,
+        quick=QUICK,
+        compute=compute,
+        claims=claims,
+        plots=plots,
+        figures=("losses",),
+    )
+)

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from nestopt.experiments._games_common import single_thread
-from nestopt.experiments.registry import Claim, Context, Outcome, experiment
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.games import LOLA, zoo
+from nestopt.profile import threads
 
 PAPER_LOLA = (
     "Foerster, Chen, Al-Shedivat, Whiteson, Abbeel, Mordatch. Learning with Opponent-Learning Awareness. AAMAS 2018"
@@ -39,7 +39,7 @@ def _reciprocity(p: torch.Tensor) -> torch.Tensor:
     return 0.5 * (p[..., 1] + p[..., 3]) - 0.5 * (p[..., 2] + p[..., 4])
 
 
-def _train(learner: str, cfg: dict[str, Any], ctx: Context) -> dict[str, Any]:
+def _train(learner: str, cfg: Config, ctx: Context) -> dict[str, Any]:
     game = zoo.ipd(cfg["gamma"], batch_shape=(cfg["seeds"],), generator=ctx.generator(1), dtype=torch.float64)
     opt = torch.optim.SGD(game.parameters(), lr=cfg["lr"])
     rule = LOLA(cfg["lookahead"]) if learner == "LOLA" else None
@@ -61,21 +61,16 @@ def _train(learner: str, cfg: dict[str, Any], ctx: Context) -> dict[str, Any]:
     }
 
 
-@experiment(
-    "ipd",
-    paper=PAPER_LOLA,
-    summary=(
-        "In the iterated prisoner's dilemma naive learners end in mutual defection (average reward per step near "
-        "-2); LOLA learners reach tit-for-tat-like reciprocity with clearly higher reward, over seeds."
-    ),
-    full={"seeds": 100, "steps": 500, "lr": 1.0, "lookahead": 1.0, "gamma": 0.96},
-    quick={"seeds": 20, "steps": 200, "lr": 1.0, "lookahead": 1.0, "gamma": 0.96},
-)
-def ipd(cfg: dict[str, Any], ctx: Context) -> Outcome:
-    with single_thread():
-        runs = {learner: _train(learner, cfg, ctx) for learner in ("naive", "LOLA")}
-    naive, lola = runs["naive"], runs["LOLA"]
-    metrics = {
+FULL = {"seeds": 100, "steps": 500, "lr": 1.0, "lookahead": 1.0, "gamma": 0.96}
+QUICK = {**FULL, "seeds": 20, "steps": 200}
+LEARNERS = ("naive", "LOLA")
+
+
+def compute(cfg: Config, ctx: Context) -> Metrics:
+    """Train both learner pairs over the seeds; rewards, reciprocity and the final policies."""
+    with threads(1):
+        runs = {learner: _train(learner, cfg, ctx) for learner in LEARNERS}
+    metrics: Metrics = {
         learner: {
             "reward": r["reward"],
             "median_reward": r["median_reward"],
@@ -87,7 +82,13 @@ def ipd(cfg: dict[str, Any], ctx: Context) -> Outcome:
         }
         for learner, r in runs.items()
     }
-    claims = [
+    metrics["_curves"] = {learner: r["curve"] for learner, r in runs.items()}
+    return metrics
+
+
+def claims(m: Metrics, cfg: Config) -> list[Claim]:
+    naive, lola = m["naive"], m["LOLA"]
+    return [
         Claim.at_most(
             "naive learners: |average reward per step + 2| (median over seeds)", abs(naive["median_reward"] + 2), 0.05
         ),
@@ -96,17 +97,13 @@ def ipd(cfg: dict[str, Any], ctx: Context) -> Outcome:
             "LOLA reciprocity P(C|opponent C) - P(C|opponent D) (mean over seeds)", lola["reciprocity"], 0.5
         ),
     ]
-    _plot(ctx, runs)
-    return Outcome(metrics=metrics, claims=claims)
 
 
-def _plot(ctx: Context, runs: dict[str, dict[str, Any]]) -> None:
-    plt = ctx.pyplot()
-    if plt is None:
-        return
+def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for (learner, r), color in zip(runs.items(), ("tab:gray", "tab:green")):
-        curve = r["curve"]
+    colors = ("tab:gray", "tab:green")
+    for learner, color in zip(LEARNERS, colors):
+        curve = m["_curves"][learner]
         steps = range(curve.shape[0])
         ax1.plot(steps, curve.mean(dim=1), color=color, label=f"{learner} (mean)")
         ax1.fill_between(steps, curve.min(dim=1).values, curve.max(dim=1).values, color=color, alpha=0.2)
@@ -117,11 +114,30 @@ def _plot(ctx: Context, runs: dict[str, dict[str, Any]]) -> None:
     ax1.set_title("reward (band: min to max over seeds)")
     ax1.legend()
     width = 0.38
-    for k, ((learner, r), color) in enumerate(zip(runs.items(), ("tab:gray", "tab:green"))):
+    for k, (learner, color) in enumerate(zip(LEARNERS, colors)):
         xs = [i + (k - 0.5) * width for i in range(5)]
-        ax2.bar(xs, r["cooperation_probabilities"].tolist(), width=width, color=color, label=learner)
+        probs = m[learner]["cooperation_probabilities"]
+        ax2.bar(xs, [probs[s] for s in STATE_NAMES], width=width, color=color, label=learner)
     ax2.set_xticks(range(5), [f"P(C|{s})" for s in STATE_NAMES])
     ax2.set_ylim(0, 1)
     ax2.set_title("final policies (mean over seeds and agents)")
     ax2.legend()
-    ctx.savefig(fig, "ipd")
+    return {"ipd": fig}
+
+
+EXPERIMENT = register(
+    Experiment(
+        "ipd",
+        paper=PAPER_LOLA,
+        summary=(
+            "In the iterated prisoner's dilemma naive learners end in mutual defection (average reward per step "
+            "near -2); LOLA learners reach tit-for-tat-like reciprocity with clearly higher reward, over seeds."
+        ),
+        full=FULL,
+        quick=QUICK,
+        compute=compute,
+        claims=claims,
+        plots=plots,
+        figures=("ipd",),
+    )
+)

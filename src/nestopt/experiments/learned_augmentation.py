@@ -24,16 +24,17 @@ from nestopt.data import Splits
 from nestopt.experiments._common import (
     CE,
     IFT_PAPER,
+    classifier,
     count,
     evaluate,
-    mlp,
     quiet_solvers,
     solver_statuses,
-    threads,
     train_plain,
 )
-from nestopt.experiments.registry import Claim, Context, Outcome, experiment
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.hparams import Objective
+from nestopt.nets import mlp
+from nestopt.profile import threads
 
 __all__: list[str] = []
 
@@ -61,7 +62,7 @@ QUICK = {**FULL, "outer_steps": 150, "seeds": 2}
 
 
 def _augmenter(dim: int, hidden: int, seed: int) -> torch.nn.Sequential:
-    net = mlp([dim, hidden, dim], seed=seed, activation=torch.nn.Tanh)
+    net = mlp([dim, hidden, dim], "tanh", generator=seed)
     last = net[-1]
     assert isinstance(last, torch.nn.Linear)
     torch.nn.init.zeros_(last.weight)
@@ -82,12 +83,11 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, float]:
 
 def _run_seed(d: Splits, cfg: Mapping[str, Any], seed: int, ctx: Context) -> dict[str, Any]:
     dim, k = d.input_shape[0], cfg["inner_steps_per_outer"]
-    sizes = [dim, *cfg["hidden"], d.num_classes]
     parts = {"val": d.val, "test": d.test}
     train = functools.partial(data.Loader, d.train, cfg["batch_size"], seed=seed + 2)
     adam = functools.partial(torch.optim.Adam, lr=cfg["inner_lr"])
 
-    net = mlp(sizes, seed=seed + 1)
+    net = classifier(d, cfg["hidden"], seed + 1)
     family = hparams.AugmentationNet(
         _augmenter(dim, cfg["aug_hidden"], seed + 5), noise=cfg["noise"], centered=cfg["centered"], seed=seed + 6
     )
@@ -118,12 +118,12 @@ def _run_seed(d: Splits, cfg: Mapping[str, Any], seed: int, ctx: Context) -> dic
             callback=callback,
         )
     steps = cfg["outer_steps"] * k
-    plain_net = mlp(sizes, seed=seed + 1)
+    plain_net = classifier(d, cfg["hidden"], seed + 1)
     plain_obj = Objective(plain_net, CE)
     plain = train_plain(
         plain_obj, {}, train(), steps=steps, optimizer=adam, eval_every=cfg["eval_every"] * k, parts=parts
     )
-    noise_net = mlp(sizes, seed=seed + 1)
+    noise_net = classifier(d, cfg["hidden"], seed + 1)
     noisy = hparams.AugmentationNet(torch.nn.Identity(), residual=False, noise=cfg["noise"], seed=seed + 6)
     noise_obj = Objective(noise_net, CE, [noisy])
     noise = train_plain(
@@ -141,17 +141,8 @@ def _run_seed(d: Splits, cfg: Mapping[str, Any], seed: int, ctx: Context) -> dic
     }
 
 
-@experiment(
-    "learned-augmentation",
-    paper=IFT_PAPER,
-    summary=(
-        "An augmentation network tuned by IFT hypergradients on 200 MNIST-1D training examples gives a higher "
-        "test accuracy than training without augmentation (same network, steps and batches)."
-    ),
-    full=FULL,
-    quick=QUICK,
-)
-def learned_augmentation(cfg: dict[str, Any], ctx: Context) -> Outcome:
+def compute(cfg: Config, ctx: Context) -> Metrics:
+    """Per seed: the learned augmentation, no augmentation and Gaussian noise, trained alike."""
     runs = []
     with threads(cfg["threads"]):
         d = data.mnist1d(cfg["n_train"], cfg["n_val"], cfg["n_test"], seed=ctx.seed)
@@ -163,13 +154,24 @@ def learned_augmentation(cfg: dict[str, Any], ctx: Context) -> Outcome:
         return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
     table = {kind: {key: stat(kind, key) for key in runs[0][kind]} for kind in ("learned", "none", "gaussian_noise")}
-    gain = table["learned"]["final_test_accuracy"]["mean"] - table["none"]["final_test_accuracy"]["mean"]
-    gain_es = (
-        table["learned"]["early_stopped_test_accuracy"]["mean"] - table["none"]["early_stopped_test_accuracy"]["mean"]
-    )
+    return {
+        "summary": table,
+        "test_accuracy_gain": table["learned"]["final_test_accuracy"]["mean"]
+        - table["none"]["final_test_accuracy"]["mean"],
+        "early_stopped_test_accuracy_gain": table["learned"]["early_stopped_test_accuracy"]["mean"]
+        - table["none"]["early_stopped_test_accuracy"]["mean"],
+        "hyperparameters": runs[0]["hyperparameters"],
+        "per_seed": [{k: v for k, v in r.items() if k != "curves"} for r in runs],
+        "_curves": [r["curves"] for r in runs],
+    }
+
+
+def claims(m: Metrics, cfg: Config) -> list[Claim]:
+    table, runs = m["summary"], m["per_seed"]
     per_seed_gain = [r["learned"]["final_test_accuracy"] - r["none"]["final_test_accuracy"] for r in runs]
     val_ratio = table["learned"]["final_val_loss"]["mean"] / table["none"]["final_val_loss"]["mean"]
-    claims = [
+    gain = m["test_accuracy_gain"]
+    return [
         Claim.at_most("validation loss: learned augmentation / none (the hypergradient works)", val_ratio, 1.0),
         Claim.holds(
             f"test accuracy above no augmentation (mean of {len(runs)} seeds, end of training)", gain > 0, value=gain
@@ -180,26 +182,20 @@ def learned_augmentation(cfg: dict[str, Any], ctx: Context) -> Outcome:
             value=[round(g, 4) for g in per_seed_gain],
         ),
     ]
-    metrics = {
-        "summary": table,
-        "test_accuracy_gain": gain,
-        "early_stopped_test_accuracy_gain": gain_es,
-        "hyperparameters": runs[0]["hyperparameters"],
-        "per_seed": [{k: v for k, v in r.items() if k != "curves"} for r in runs],
-    }
-    plt = ctx.pyplot()
-    if plt is not None:
-        ctx.savefig(_plot(plt, runs, cfg), "augmentation")
-    return Outcome(metrics, claims)
+
+
+def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
+    return {"augmentation": _plot(plt, m["_curves"], cfg)}
 
 
 def _plot(plt: Any, runs: list[dict[str, Any]], cfg: Mapping[str, Any]) -> Any:
+    """Validation loss and test accuracy against training steps; ``runs`` holds each seed's curves."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     styles = {"learned": ("tab:red", "learned augmentation (IFT)"), "none": ("k", "no augmentation"),
               "gaussian_noise": ("tab:blue", f"Gaussian noise sigma={cfg['noise']:g}")}  # fmt: skip
     for kind, (color, label) in styles.items():
         for i, r in enumerate(runs):
-            curve = r["curves"][kind]
+            curve = r[kind]
             steps = [c["step"] for c in curve]
             lab = label if i == 0 else None
             axes[0].plot(steps, [c["val_loss"] for c in curve], color=color, alpha=0.8, lw=1.2, label=lab)
@@ -214,3 +210,21 @@ def _plot(plt: Any, runs: list[dict[str, Any]], cfg: Mapping[str, Any]) -> Any:
     fig.suptitle(f"MNIST-1D, {cfg['n_train']} training examples, {len(runs)} seeds", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+EXPERIMENT = register(
+    Experiment(
+        "learned-augmentation",
+        paper=IFT_PAPER,
+        summary=(
+            "An augmentation network tuned by IFT hypergradients on 200 MNIST-1D training examples gives a higher "
+            "test accuracy than training without augmentation (same network, steps and batches)."
+        ),
+        full=FULL,
+        quick=QUICK,
+        compute=compute,
+        claims=claims,
+        plots=plots,
+        figures=("augmentation",),
+    )
+)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from nestopt import linalg, meta
-from nestopt.experiments._compose_format import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.experiments._meta_common import MAML_PAPERS, mlp, quiet_solvers
 from nestopt.profile import PeakMemory
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from nestopt import bilevel, data
-from nestopt.experiments._compose_format import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.experiments._meta_common import PRETRAIN_PAPER, linear_probe, mlp, quiet_solvers
 
 __all__: list[str] = []

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from nestopt import autodiff, hypergrad, linalg, meta, tree
-from nestopt.experiments._compose_format import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.experiments._meta_common import MAML_PAPERS
 from nestopt.optim import functional
 from nestopt.tree import Tree

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from nestopt import hypergrad, linalg
-from nestopt.experiments._compose_format import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.experiments._meta_common import PRETRAIN_PAPER
 from nestopt.optim import functional
 

@@ -1,14 +1,14 @@
 """Hyperparameter families: what a bilevel trainer tunes, and how each enters the training loss.
 
-=========================  =========================================================  ==============
-family                     hyperparameters                                            enters through
-=========================  =========================================================  ==============
-:class:`WeightDecay`       log L2 coefficients: global, per layer or per weight       a penalty
-:class:`DistilledData`     the inputs (and optionally soft labels) of a tiny data set the batch
-:class:`AugmentationNet`   the weights of a network that transforms training inputs   the inputs
-:class:`LossReweighting`   one weight per training example or per class               the loss weights
-:class:`LearningRate`      the log inner learning rate (unrolled hypergradients only) the optimizer
-=========================  =========================================================  ==============
+========================  ==========================================================  ================
+family                    hyperparameters                                             enters through
+========================  ==========================================================  ================
+:class:`WeightDecay`      log L2 coefficients: global, per layer or per weight        a penalty
+:class:`DistilledData`    the inputs (and optionally soft labels) of a tiny data set  the batch
+:class:`AugmentationNet`  the weights of a network that transforms training inputs    the inputs
+:class:`LossReweighting`  one weight per training example or per class                the loss weights
+:class:`LearningRate`     the log inner learning rate (unrolled hypergradients only)  the optimizer
+========================  ==========================================================  ================
 
 Families compose: :class:`Objective` turns a model, a criterion and a list of families into the inner and
 outer losses of :mod:`nestopt.hypergrad`.

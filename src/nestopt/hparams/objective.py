@@ -11,6 +11,11 @@ explicitly: :attr:`Objective.inner_loss` and the validation loss never change th
 or a mixed term must not move the statistics), and only :attr:`Objective.step_loss`, which a training loop
 evaluates once per inner step, updates them.
 
+**Data parallel.** A model wrapped in ``torch.nn.parallel.DistributedDataParallel`` is named, and called for
+every product and evaluation, through the module it wraps (``model.module``: parameter names without the
+``module.`` prefix, no collective in any forward pass); only :attr:`Objective.step_loss` runs the wrapper's
+forward, so that the ``backward`` of an inner step fires its gradient synchronization.
+
 **Gauss-Newton.** The training loss is a convex criterion of the model's outputs plus penalties, so it knows
 its Gauss-Newton split (``gauss_newton_parts``): :func:`nestopt.autodiff.linearize` with
 ``curvature="gauss-newton"`` uses it.
@@ -67,6 +72,11 @@ def model_mode(model: torch.nn.Module, train: bool) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    ddp = torch.nn.parallel.DistributedDataParallel
+    return model.module if isinstance(model, ddp) else model
 
 
 def _accepts_reduction(fn: Callable[..., Any]) -> bool:
@@ -135,7 +145,9 @@ class ObjectiveLoss:
         convex function of them, and the families' penalties (``None`` without any)."""
         obj = self.objective
         x, y, weights, soft = obj.batch_terms(hparams, batch, transform=self.transform)
-        z = obj.predict(params, x, hparams=hparams, train=self.model_train, buffers=self._buffers())
+        z = obj.predict(
+            params, x, hparams=hparams, train=self.model_train, buffers=self._buffers(), wrapper=self.live_buffers
+        )
         rest = obj.penalty(params, hparams) if self.transform else None
         return z, lambda out: obj.head(out, y, weights, soft), rest
 
@@ -166,8 +178,9 @@ class Objective:
 
     Args:
         model: the network; it is called through ``torch.func.functional_call`` with the parameter tree and
-            its buffers. A model whose ``forward(x, hparams)`` takes the hyperparameter tree (a best-response
-            model) sets the attribute ``conditions_on_hparams = True``.
+            its buffers (a ``DistributedDataParallel`` model: see the module docstring). A model whose
+            ``forward(x, hparams)`` takes the hyperparameter tree (a best-response model) sets the attribute
+            ``conditions_on_hparams = True``.
         criterion: ``criterion(outputs, targets)``: a function such as ``torch.nn.functional.cross_entropy``
             (it should accept ``reduction="none"``, as torch's do) or a loss module such as
             ``torch.nn.CrossEntropyLoss()``.
@@ -201,6 +214,8 @@ class Objective:
         if outer_mode not in ("eval", "train"):
             raise InvalidArgumentError(f"outer_mode must be 'eval' or 'train', got {outer_mode!r}")
         self.model = model
+        self.module: torch.nn.Module = _unwrapped(model)
+        """The network itself: ``model``, or the module a ``DistributedDataParallel`` ``model`` wraps."""
         self.criterion = criterion
         self._criterion = _Criterion(criterion)
         self.outer_mode: Mode = outer_mode
@@ -212,9 +227,9 @@ class Objective:
             if not isinstance(f, Family):
                 raise InvalidArgumentError(f"families must be nestopt.hparams families, got {f!r}")
             f.check_params(self.params())
-        self.buffers: Tree = dict(model.named_buffers())
+        self.buffers: Tree = dict(self.module.named_buffers())
         """The model's buffers (live tensors); only :attr:`step_loss` updates them."""
-        self.conditions_on_hparams = bool(getattr(model, "conditions_on_hparams", False))
+        self.conditions_on_hparams = bool(getattr(self.module, "conditions_on_hparams", False))
         first = next(iter(self.params().values()), None)
         self._dtype = None if first is None else first.dtype
         self.inner_loss = ObjectiveLoss(self, transform=True, model_train=True, live_buffers=False)
@@ -223,7 +238,7 @@ class Objective:
 
     def params(self) -> Tree:
         """The model's trainable parameters (the live tensors)."""
-        return {k: v for k, v in self.model.named_parameters() if v.requires_grad}
+        return {k: v for k, v in self.module.named_parameters() if v.requires_grad}
 
     def init_hparams(self) -> Tree:
         """Every family's initial tensors, under prefixed keys, on the model's device and in its float dtype."""
@@ -252,10 +267,13 @@ class Objective:
         hparams: Tree | None = None,
         train: bool = False,
         buffers: Tree | None = None,
+        wrapper: bool = False,
     ) -> Tensor:
         """The model's outputs on ``x`` with weights ``params``, in eval mode unless ``train``.
 
         ``buffers`` (default: the model's own) are what a train-mode pass updates; eval mode only reads them.
+        ``wrapper`` runs a ``DistributedDataParallel`` model's own forward (an inner step's, whose ``backward``
+        synchronizes the gradients) instead of the wrapped module's.
         """
         if self._dtype is not None and x.is_floating_point() and x.dtype != self._dtype:
             raise ShapeMismatchError(
@@ -264,8 +282,11 @@ class Objective:
             )
         tensors = {**params, **(self.buffers if buffers is None else buffers)}
         args: tuple[Any, ...] = (x, hparams) if self.conditions_on_hparams else (x,)
+        module = self.model if wrapper else self.module
+        if module is not self.module:
+            tensors = {f"module.{k}": v for k, v in tensors.items()}
         with model_mode(self.model, train):
-            return functional_call(self.model, tensors, args)
+            return functional_call(module, tensors, args)
 
     def batch_terms(
         self, hparams: Tree, batch: Any, *, transform: bool
@@ -317,10 +338,14 @@ class Objective:
         buffers = self.scratch_buffers() if train else None
         return self.head(self.predict(params, x, hparams=hparams, train=train, buffers=buffers), y, weights, soft)
 
-    def evaluate(self, params: Tree, hparams: Tree, loader: Any) -> dict[str, float]:
+    def evaluate(
+        self, params: Tree, hparams: Tree, loader: Any, *, reduce: Callable[[Tree], Tree] | None = None
+    ) -> dict[str, float]:
         """Mean loss (and accuracy, for class targets) of ``params`` over every batch of ``loader``.
 
-        The model runs in eval mode under ``no_grad``; no buffer changes and no random number is drawn.
+        The model runs in eval mode under ``no_grad``; no buffer changes and no random number is drawn. In a
+        data-parallel run each rank evaluates its shard and ``reduce`` (a mean over the ranks, such as
+        :func:`nestopt.distributed.all_reduce_mean`) combines the sums, so every rank gets the whole set's result.
         """
         total, count, correct, classes = 0.0, 0, 0, True
         h = tree.detach(hparams)
@@ -330,6 +355,9 @@ class Objective:
                 total, count = total + s, count + n
                 classes = classes and c is not None
                 correct += c or 0
+        if reduce is not None:  # means of the sums: their ratios are the whole set's
+            sums = reduce({"sums": torch.tensor([total, count, correct], dtype=torch.float64)})["sums"].tolist()
+            total, count, correct = sums[0], sums[1], sums[2]
         if count == 0:
             raise InvalidArgumentError("cannot evaluate on an empty loader")
         result = {"loss": total / count}

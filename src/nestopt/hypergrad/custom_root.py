@@ -71,6 +71,7 @@ def _implicit_gradient(setup: _Setup, n_inputs: int, saved: tuple[Tensor, ...]) 
     # torch.func.vjp rather than autograd.grad, so that the backward pass also runs under torch.func.grad
     vjp_w = torch.func.vjp(lambda w_: residual(w_, h_in), w)[1]
     vjp_h = torch.func.vjp(lambda h_: residual(w, h_), h_in)[1]
+
     def jacobian_product(v: Tree) -> Tree:  # (dF/dw) v: the transpose of the adjoint operator, for NormalCG
         return torch.func.jvp(lambda w_: residual(w_, h_in), (w,), (v,))[1]
 

@@ -31,6 +31,7 @@ from nestopt import tree
 from nestopt.autodiff import CURVATURES, DEFAULT_HVP_MODE, Counter, Curvature, HVPMode, LossFn, check_tree, linearize
 from nestopt.errors import InvalidArgumentError, NonFiniteError, UnsupportedError
 from nestopt.hypergrad._outer import outer_gradients
+from nestopt.hypergrad._reduce import CountedReduce, Reduce, counted, reduced_operator
 from nestopt.hypergrad.result import HypergradInfo, HypergradResult, VJPResult
 from nestopt.hypergrad.strategy import Problem, Strategy
 from nestopt.linalg import CG, LinearOperator, Solution, Solver
@@ -71,6 +72,7 @@ def _solve(
     counter: Counter,
     seed: int | None,
     curvature: Curvature,
+    reduce: CountedReduce,
 ) -> tuple[Tree, Solution, tuple[str, ...], float]:
     """``-(d2 L / d hparams d params) H^{-1} cotangent``, the solve, the hparams the gradient does not read,
     and the inner gradient's norm."""
@@ -84,13 +86,19 @@ def _solve(
         hess_lin = linearize(
             inner_loss, params, hparams, hessian_batch, mode=hvp_mode, counter=counter, seed=seed, curvature=curvature
         )
-    solution = solver.solve(LinearOperator.hessian(hess_lin), cotangent)
+    solution = solver.solve(reduced_operator(LinearOperator.hessian(hess_lin), reduce), cotangent)
     mixed = tree.scale_(mixed_lin.mixed_vjp(solution.value), -1.0)  # fresh autograd outputs: negate in place
     return mixed, solution, mixed_lin.last_unused, float(tree.norm(mixed_lin.grad))
 
 
 def _info(
-    solution: Solution, counter: Counter, outer_value: float, grad_norm: float, solver: Solver, curvature: str
+    solution: Solution,
+    counter: Counter,
+    outer_value: float,
+    grad_norm: float,
+    solver: Solver,
+    curvature: str,
+    reduce: CountedReduce,
 ) -> HypergradInfo:
     return HypergradInfo(
         method="implicit",
@@ -103,7 +111,7 @@ def _info(
         inner_grad_norm=grad_norm,
         message=solution.info.message,
         solve=solution.info,
-        extra={"mixed_calls": counter.mixed, "solver": repr(solver), "curvature": curvature},
+        extra={"mixed_calls": counter.mixed, "solver": repr(solver), "curvature": curvature, **reduce.extra()},
     )
 
 
@@ -127,6 +135,7 @@ def implicit_vjp(
     hvp_mode: HVPMode = DEFAULT_HVP_MODE,
     seed: int | None = None,
     curvature: Curvature = "hessian",
+    reduce: Reduce | None = None,
 ) -> VJPResult:
     """Pull a cotangent on the inner solution back to the hyperparameters by the IFT.
 
@@ -149,6 +158,10 @@ def implicit_vjp(
         curvature: ``"hessian"`` (exact) or ``"gauss-newton"``: solve with the generalized Gauss-Newton matrix
             instead, which is positive semi-definite (no negative curvature for CG) but approximate; the loss
             must expose its split (:mod:`nestopt.autodiff`'s ``GaussNewtonLoss``, or an ``Objective``'s losses).
+        reduce: for data-parallel runs whose inner loss is the mean over ranks: a function ``tree -> tree``
+            averaging over the ranks (:func:`nestopt.distributed.all_reduce_mean`), applied to every curvature
+            product and to the result; ``cotangent`` must already be the same on every rank. ``None``: one
+            process. Its calls and bytes are in ``info.extra`` (``reduce_calls``, ``reduce_bytes``).
 
     Returns:
         A :class:`VJPResult` with ``hparams`` (the cotangent on the hyperparameters), ``solution``
@@ -169,12 +182,15 @@ def implicit_vjp(
     tree.check_like(params, cotangent, "params", "cotangent")
     solver = _check_solver(solver)
     counter = Counter()
+    reducer = counted(reduce)
     grads, solution, unused, grad_norm = _solve(
         inner_loss, params, hparams, inner_batch, tree.detach(cotangent), solver=solver,
         hessian_batch=hessian_batch, hvp_mode=hvp_mode, counter=counter, seed=seed, curvature=curvature,
+        reduce=reducer,
     )  # fmt: skip
+    grads = reducer(grads)
     _check_finite(grads, solution, "vector-Jacobian product")
-    info = _info(solution, counter, float("nan"), grad_norm, solver, curvature)
+    info = _info(solution, counter, float("nan"), grad_norm, solver, curvature, reducer)
     return VJPResult(tree.detach(grads), info, solution=solution.value, unused=unused)
 
 
@@ -191,6 +207,7 @@ def implicit(
     hvp_mode: HVPMode = DEFAULT_HVP_MODE,
     seed: int | None = None,
     curvature: Curvature = "hessian",
+    reduce: Reduce | None = None,
 ) -> HypergradResult:
     """The IFT hypergradient of ``outer_loss`` at inner parameters ``params`` (assumed inner-optimal).
 
@@ -206,6 +223,13 @@ def implicit(
         hvp_mode: ``"rev-rev"`` or ``"fwd-rev"`` (see :mod:`nestopt.autodiff`).
         seed: seeds the randomness of the inner loss's evaluations (dropout masks).
         curvature: ``"hessian"`` (exact) or ``"gauss-newton"`` (see :func:`implicit_vjp`).
+        reduce: for data-parallel runs (each rank holds a shard of both batches and the losses are means over
+            ranks): a function ``tree -> tree`` averaging over the ranks, such as
+            :func:`nestopt.distributed.all_reduce_mean`. It is applied to the outer gradient in the weights, to
+            every curvature product of the solve, and once to the result (direct plus mixed term): ``K + 1``
+            reductions of the weights' size and one of the hyperparameters' for a ``K``-product solve, after
+            which every rank holds the global hypergradient and has run the same solver iterations.
+            ``None``: one process.
 
     Returns:
         A :class:`HypergradResult` whose ``grads`` has the keys of ``hparams``.
@@ -230,12 +254,14 @@ def implicit(
     hparams = check_tree(hparams, "hparams")
     solver = _check_solver(solver)
     counter = Counter()
+    reducer = counted(reduce)
     outer_value, g_w, g_direct, outer_unused = outer_gradients(
-        outer_loss, params, hparams, outer_batch, counter, drop_unused=True
+        outer_loss, params, hparams, outer_batch, counter, drop_unused=True, reduce_params=reducer
     )
     grads, solution, inner_unused, grad_norm = _solve(
         inner_loss, params, hparams, inner_batch, g_w, solver=solver,
         hessian_batch=hessian_batch, hvp_mode=hvp_mode, counter=counter, seed=seed, curvature=curvature,
+        reduce=reducer,
     )  # fmt: skip
     unusable = sorted(set(inner_unused) & set(outer_unused))
     if unusable:
@@ -247,8 +273,9 @@ def implicit(
         )
     for k, g in g_direct.items():  # direct + VJP, in the VJP's buffers: no extra hparams-sized copy
         grads[k].add_(g)
+    grads = reducer(grads)  # one reduction of both terms
     _check_finite(grads, solution, "hypergradient")
-    info = _info(solution, counter, outer_value, grad_norm, solver, curvature)
+    info = _info(solution, counter, outer_value, grad_norm, solver, curvature, reducer)
     return HypergradResult(tree.detach(grads), info)
 
 
@@ -288,6 +315,7 @@ def implicit_solution(
     hvp_mode: HVPMode = DEFAULT_HVP_MODE,
     seed: int | None = None,
     curvature: Curvature = "hessian",
+    reduce: Reduce | None = None,
 ) -> Tree:
     """The inner solution ``params`` as a function of ``hparams`` in torch's autograd graph.
 
@@ -316,7 +344,13 @@ def implicit_solution(
         "params": params,
         "hparam_keys": keys,
         "batch": inner_batch,
-        "options": {"solver": _check_solver(solver), "hvp_mode": hvp_mode, "seed": seed, "curvature": curvature},
+        "options": {
+            "solver": _check_solver(solver),
+            "hvp_mode": hvp_mode,
+            "seed": seed,
+            "curvature": curvature,
+            "reduce": reduce,
+        },
         "report": lambda info: setattr(implicit_solution, "last_info", info),
     }
     out = _ImplicitSolution.apply(setup, *[hparams[k] for k in keys])
@@ -339,6 +373,9 @@ class Implicit(Strategy):
         hvp_mode: how Hessian-vector products are formed.
         curvature: ``"hessian"`` (exact, default) or ``"gauss-newton"`` (positive semi-definite; see
             :func:`implicit_vjp`).
+        reduce: the data-parallel reduction (see :func:`implicit`); in a training loop, ``None`` takes the
+            loop's (:attr:`Problem.reduce <nestopt.hypergrad.Problem>`), so that the strategy gives the exact
+            data-parallel hypergradient under :class:`nestopt.distributed.DataParallel`.
 
     Example:
         >>> from nestopt import hypergrad, linalg
@@ -350,10 +387,13 @@ class Implicit(Strategy):
     solver: Solver = field(default_factory=default_solver)
     hvp_mode: HVPMode = DEFAULT_HVP_MODE
     curvature: Curvature = "hessian"
+    reduce: Reduce | None = None
     name = "implicit"
+    exact_data_parallel = True
 
     def __post_init__(self) -> None:
         _check_solver(self.solver)
+        counted(self.reduce)  # checks it
         if self.curvature not in CURVATURES:
             raise InvalidArgumentError(f"curvature must be one of {CURVATURES}, got {self.curvature!r}")
 
@@ -361,7 +401,7 @@ class Implicit(Strategy):
         return implicit(
             problem.inner_loss, problem.outer_loss, tree.detach(problem.params), problem.hparams,
             problem.next_train(), problem.next_val(), solver=self.solver, hvp_mode=self.hvp_mode, seed=problem.seed,
-            curvature=self.curvature,
+            curvature=self.curvature, reduce=self.reduce if self.reduce is not None else problem.reduce,
         )  # fmt: skip
 
     def __call__(
@@ -378,4 +418,5 @@ class Implicit(Strategy):
         return implicit(
             inner_loss, outer_loss, params, hparams, inner_batch, outer_batch,
             solver=self.solver, hessian_batch=hessian_batch, hvp_mode=self.hvp_mode, curvature=self.curvature,
+            reduce=self.reduce,
         )  # fmt: skip

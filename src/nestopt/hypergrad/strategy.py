@@ -26,6 +26,9 @@ The loop checks a strategy's declared abilities instead of its type:
     or the strategy takes them itself (unrolling, with its own differentiable optimizer).
 ``fixed_steps``
     the number of inner steps per outer step the strategy fixes (an unroll's length), or ``None``.
+``exact_data_parallel``
+    whether the strategy applies :attr:`Problem.reduce` wherever it reads local data, so that in a
+    data-parallel run (:class:`nestopt.distributed.DataParallel`) it returns the exact global hypergradient.
 
 Example: a user-written strategy, the one-step greedy hypergradient (identity inverse Hessian), plugs into
 the trainer like the built-in ones:
@@ -86,6 +89,8 @@ class Problem:
         outer_step: the index of this outer step (0-based).
         seed: a seed for this outer step's randomness (dropout masks of products, unrolled steps): a pure
             function of the loop's seed and ``outer_step``, so that a resumed run replays it.
+        reduce: in a data-parallel run whose losses are means over ranks, ``tree -> tree`` averaging over the
+            ranks (see :func:`nestopt.hypergrad.implicit`); ``None`` in one process.
     """
 
     inner_loss: LossFn
@@ -99,6 +104,7 @@ class Problem:
     steps: int
     outer_step: int
     seed: int
+    reduce: Callable[[Tree], Tree] | None = None
 
     def set_params(self, values: Tree) -> None:
         """Copy ``values`` into the live parameters (after a strategy took the inner steps itself)."""
@@ -121,6 +127,7 @@ class Strategy:
     differentiates: frozenset[str] = frozenset({"loss"})
     uses_inner_optimizer: bool = True
     fixed_steps: int | None = None
+    exact_data_parallel: bool = False
 
     def extra_hparams(self, hparams: Tree) -> Tree:
         """Outer variables this strategy adds to the hyperparameters (keys without prefix), given the

@@ -306,7 +306,7 @@ def two_stage(
     )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TwoStageProblem(Problem):
     """A :class:`~nestopt.hypergrad.Problem` of pre-training then fine-tuning, as a two-stage loop hands it on.
 

@@ -17,27 +17,24 @@ Example:
     True
 """
 
+from nestopt.jacobian.adaptive import AdaptiveQuadrature, QuadratureEstimate, QuadratureInfo, path_integral_with_error
 from nestopt.jacobian.icgn import ICGN, Integrability
 from nestopt.jacobian.icnn import ICNN
 from nestopt.jacobian.jacnet import InverseResult, JacNet
-from nestopt.jacobian.quadrature import (
-    QuadratureEstimate,
-    gauss_legendre,
-    path_integral,
-    path_integral_with_error,
-    segment_integral,
-)
+from nestopt.jacobian.quadrature import gauss_legendre, path_integral, segment_integral
 from nestopt.jacobian.structure import Invertible, Lipschitz, Structure, Unconstrained
 
 __all__ = [
     "ICGN",
     "ICNN",
+    "AdaptiveQuadrature",
     "Integrability",
     "InverseResult",
     "Invertible",
     "JacNet",
     "Lipschitz",
     "QuadratureEstimate",
+    "QuadratureInfo",
     "Structure",
     "Unconstrained",
     "gauss_legendre",

@@ -1,29 +1,19 @@
-"""Small building blocks shared by the networks of :mod:`nestopt.jacobian`: seeded layers and activations.
+"""Small building blocks shared by the networks of :mod:`nestopt.jacobian`: input checks and activations.
 
-``torch.nn.Linear`` draws its initial weights from the global random state; the networks here take a
-``torch.Generator`` instead, so that the same seed gives the same network.
+The seeded layers and the MLP come from :mod:`nestopt.nets` (the same seed gives the same network).
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from nestopt.errors import InvalidArgumentError, ShapeMismatchError
+from nestopt.nets import ACTIVATIONS, mlp, seeded_linear
 
 __all__ = ["ACTIVATIONS", "activation_fn", "check_dim", "check_points", "check_widths", "mlp", "seeded_linear"]
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "softplus": nn.functional.softplus,
-    "silu": nn.functional.silu,
-    "relu": torch.relu,
-}
 
 
 def activation_fn(name: str, allowed: Sequence[str], argument: str = "activation") -> Callable[[Tensor], Tensor]:
@@ -40,8 +30,12 @@ def check_dim(dim: object, argument: str = "dim") -> int:
     return dim
 
 
-def check_points(x: object, dim: int, owner: str, name: str = "x") -> Tensor:
-    """Validate a floating-point tensor of points of shape ``(..., dim)`` for the network ``owner``."""
+def check_points(x: object, dim: int, owner: str, name: str = "x", *, like: Tensor | None = None) -> Tensor:
+    """Validate a floating-point tensor of points of shape ``(..., dim)`` for the network ``owner``.
+
+    ``like`` (one of the network's parameters) fixes the dtype and device that ``x`` must have: torch does not
+    mix them in a matrix product, and converting behind the user's back would hide a costly copy.
+    """
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise InvalidArgumentError(f"{name} must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
     if x.dim() == 0 or x.shape[-1] != dim:
@@ -49,7 +43,18 @@ def check_points(x: object, dim: int, owner: str, name: str = "x") -> Tensor:
         raise ShapeMismatchError(
             f"{name} must have shape (..., {dim}) for this {owner}(dim={dim}), got {tuple(x.shape)}{hint}"
         )
+    if like is not None:
+        for what, got, want in (("dtype", x.dtype, like.dtype), ("device", x.device, like.device)):
+            if got != want:
+                raise ShapeMismatchError(
+                    f"{name} has {what} {got} but this {owner}'s parameters have {what} {want}; convert the network "
+                    f"(net.to({_literal(got)})) or the input ({name}.to({_literal(want)}))"
+                )
     return x
+
+
+def _literal(value: torch.dtype | torch.device) -> str:
+    return str(value) if isinstance(value, torch.dtype) else repr(str(value))
 
 
 def check_widths(hidden: int | Sequence[int], argument: str = "hidden") -> tuple[int, ...]:
@@ -58,45 +63,3 @@ def check_widths(hidden: int | Sequence[int], argument: str = "hidden") -> tuple
     if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
         raise InvalidArgumentError(f"{argument} must be a positive int or a non-empty sequence of them, got {hidden!r}")
     return widths
-
-
-def seeded_linear(fan_in: int, fan_out: int, generator: torch.Generator | None, *, bias: bool = True) -> nn.Linear:
-    """A ``Linear`` layer with PyTorch's default uniform initialisation drawn from ``generator``."""
-    layer = nn.Linear(fan_in, fan_out, bias=bias)
-    bound = 1.0 / math.sqrt(fan_in)
-    with torch.no_grad():
-        layer.weight.copy_(torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=generator))
-        if layer.bias is not None:
-            layer.bias.copy_(torch.empty(fan_out).uniform_(-bound, bound, generator=generator))
-    return layer
-
-
-class _Activation(nn.Module):
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-        self.fn = ACTIVATIONS[name]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fn(x)
-
-    def extra_repr(self) -> str:
-        return self.name
-
-
-def mlp(sizes: Sequence[int], activation: str = "tanh", *, generator: torch.Generator | None = None) -> nn.Sequential:
-    """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]`` with ``activation`` between the layers.
-
-    Example:
-        >>> import torch
-        >>> net = mlp([2, 8, 1], generator=torch.Generator().manual_seed(0))
-        >>> net(torch.zeros(5, 2)).shape
-        torch.Size([5, 1])
-    """
-    activation_fn(activation, tuple(ACTIVATIONS))
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(seeded_linear(a, b, generator))
-        if i < len(sizes) - 2:
-            layers.append(_Activation(activation))
-    return nn.Sequential(*layers)

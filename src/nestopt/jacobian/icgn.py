@@ -13,6 +13,19 @@ computed matrix-free (one JVP and one VJP of :math:`h` per Gauss-Legendre node, 
 \\nabla\\psi - \\nabla\\psi(0)` is the gradient of a convex function, its Jacobian is symmetric PSD, and by
 Brenier's theorem it is an optimal transport map (for the squared distance) from any source density.
 
+**To what tolerance.** The integral is a Gauss-Legendre sum, and its quadrature error is visible on sharp
+fields: a one-layer ``tanh`` ICGN with weights scaled up 4 times has a computed :math:`Dg` with eigenvalue
+:math:`-5 \\cdot 10^{-4}` with a fixed 16-node rule. For one layer the computed :math:`Dg` is symmetric for any
+rule (every node contributes :math:`W^\\top D_i W` with :math:`D_i` diagonal), so only the sign of its eigenvalues
+is at stake. By default (``quadrature_tol`` :math:`= \\tau = 10^{-6}`) every call chooses the node count per
+point, doubling from ``nodes``, until the estimate of :class:`~nestopt.jacobian.AdaptiveQuadrature` meets the
+tolerance; then at every point evaluated, up to that estimate (the error of the rule with half as many nodes,
+an over-estimate for these smooth integrands but not a proof),
+:math:`\\|g(x) - g^\\star(x)\\|_2 \\le \\tau \\max(1, \\|g(x) - c\\|_2)` for :meth:`forward` and
+:math:`\\|Dg(x) - Dg^\\star(x)\\|_F \\le \\tau \\max(1, \\|Dg(x)\\|_F)` for :meth:`jacobian`, so that for one
+layer :math:`\\lambda_{\\min}(Dg(x)) \\ge -\\tau \\max(1, \\|Dg(x)\\|_F)`. With ``quadrature_tol=None`` the rule is
+fixed at ``nodes`` and the sign is not controlled.
+
 **Deeper maps: not guaranteed.** For :math:`h` with two or more layers, :math:`H` is still symmetric PSD at every
 point but need not be a Hessian (it need not be integrable), and then :math:`g` is not a gradient: its Jacobian
 :math:`Dg` is not symmetric. :meth:`ICGN.integrability` reports :math:`\\|Dg - Dg^\\top\\|_F / \\|Dg\\|_F` and the
@@ -40,7 +53,8 @@ from torch import Tensor, nn
 
 from nestopt.errors import InvalidArgumentError
 from nestopt.jacobian._nets import activation_fn, check_dim, check_points, check_widths, seeded_linear
-from nestopt.jacobian.quadrature import Vectorize, check_nodes, segment_integral
+from nestopt.jacobian.adaptive import AdaptiveQuadrature, QuadratureInfo, jacobian_values, point_values
+from nestopt.jacobian.quadrature import Vectorize, node_values
 
 __all__ = ["ICGN", "Integrability"]
 
@@ -55,10 +69,13 @@ class Integrability:
         asymmetry: :math:`\\|Dg - Dg^\\top\\|_F / \\|Dg\\|_F` per point (0 for a gradient field).
         min_eigenvalue: the smallest eigenvalue of :math:`(Dg + Dg^\\top)/2` per point (:math:`\\ge 0` for a
             monotone field).
+        quadrature: how the node count of :math:`Dg` was chosen; its ``error`` bounds (up to the estimate) how
+            far ``min_eigenvalue`` can be from that of the exact :math:`Dg`.
     """
 
     asymmetry: Tensor
     min_eigenvalue: Tensor
+    quadrature: QuadratureInfo
 
 
 class ICGN(nn.Module):
@@ -72,9 +89,16 @@ class ICGN(nn.Module):
             ``"tanh"`` (bounded too), or ``"softplus"`` (then :math:`V = \\mathrm{diag}(\\mathrm{sigmoid}(Wx+b))W`
             and :math:`g` grows linearly, as a map onto an unbounded target such as a Gaussian must).
         offset: learn the constant :math:`c = g(0)` (default); otherwise :math:`g(0) = 0`.
-        nodes: Gauss-Legendre nodes of the integral.
+        nodes: Gauss-Legendre nodes of the integral: the first rule tried, or the only one with
+            ``quadrature_tol=None``.
+        quadrature_tol: the relative tolerance :math:`\\tau` on the quadrature error estimate of :math:`g` and
+            :math:`Dg` (see :class:`~nestopt.jacobian.AdaptiveQuadrature`); ``None`` for a fixed rule.
+        max_nodes: the cap on the node count (a ``SolverWarning`` when it is reached before the tolerance).
         vectorize: ``"vmap"`` or ``"loop"`` over the nodes.
         generator: seeds the initial weights.
+
+    The three quadrature arguments make the attribute ``quadrature`` (an
+    :class:`~nestopt.jacobian.AdaptiveQuadrature`), which may be replaced, e.g. by a fixed rule while training.
 
     Example:
         >>> net = ICGN(2, hidden=(8, 8), generator=torch.Generator().manual_seed(0))
@@ -90,6 +114,8 @@ class ICGN(nn.Module):
         activation: str = "sigmoid",
         offset: bool = True,
         nodes: int = 16,
+        quadrature_tol: float | None = 1e-6,
+        max_nodes: int = 512,
         vectorize: Vectorize = "vmap",
         generator: torch.Generator | None = None,
     ) -> None:
@@ -98,7 +124,9 @@ class ICGN(nn.Module):
         self.widths = check_widths(hidden)
         self.activation = activation
         self._act = activation_fn(activation, _ACTIVATIONS)
-        self.nodes = check_nodes(nodes)
+        self.quadrature = AdaptiveQuadrature(nodes=nodes, tol=quadrature_tol, max_nodes=max_nodes)
+        self.last_quadrature: QuadratureInfo | None = None
+        """How the last :meth:`forward` or :meth:`jacobian` chose its node count (``None`` before)."""
         if vectorize not in ("vmap", "loop"):
             raise InvalidArgumentError(f"vectorize must be 'vmap' or 'loop', got {vectorize!r}")
         self.vectorize: Vectorize = vectorize
@@ -111,11 +139,16 @@ class ICGN(nn.Module):
         """Whether :math:`g` is exactly a convex gradient by construction (the single-layer ICGN)."""
         return len(self.layers) == 1
 
+    @property
+    def nodes(self) -> int:
+        """The first Gauss-Legendre rule tried (the only one with a fixed rule): ``quadrature.nodes``."""
+        return self.quadrature.nodes
+
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, hidden={self.widths}, activation={self.activation!r}, nodes={self.nodes}"
+        return f"dim={self.dim}, hidden={self.widths}, activation={self.activation!r}, {self.quadrature.describe()}"
 
     def _check_input(self, x: Tensor, name: str = "x") -> Tensor:
-        return check_points(x, self.dim, "ICGN", name)
+        return check_points(x, self.dim, "ICGN", name, like=next(self.parameters()))
 
     def feature_map(self, x: Tensor) -> Tensor:
         """The learned map :math:`h(x)`, whose Jacobian is :math:`V(x)`; shape ``(..., m)``."""
@@ -130,34 +163,53 @@ class ICGN(nn.Module):
         v = torch.func.vmap(torch.func.jacrev(self.feature_map))(flat)  # (n, m, d)
         return (v.mT @ v).reshape(*x.shape, self.dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """:math:`g(x) = c + \\int_0^1 V(tx)^\\top V(tx)\\,x\\,dt`, shape ``(..., d)``."""
-        x = self._check_input(x)
-
+    def _node_values(self, x: Tensor, nodes: int) -> Tensor:  # the integrand at the nodes: (nodes, points, d)
         def integrand(t: Tensor) -> Tensor:
             z = t * x
             vx = torch.func.jvp(self.feature_map, (z,), (x,))[1]
             pullback = torch.func.vjp(self.feature_map, z)[1]
             return pullback(vx)[0]
 
-        g = segment_integral(integrand, nodes=self.nodes, dtype=x.dtype, device=x.device, vectorize=self.vectorize)
+        return node_values(integrand, nodes=nodes, dtype=x.dtype, device=x.device, vectorize=self.vectorize)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """:math:`g(x) = c + \\int_0^1 V(tx)^\\top V(tx)\\,x\\,dt`, shape ``(..., d)``.
+
+        With the node count chosen so that the quadrature error estimate is at most ``quadrature_tol`` times
+        :math:`\\max(1, |g(x) - c|)` at every point (see :attr:`last_quadrature`).
+        """
+        flat = self._check_input(x).reshape(-1, self.dim)
+        g, _, self.last_quadrature = self.quadrature(point_values(self._node_values, flat), owner="ICGN.forward")
+        g = g.reshape(x.shape)
         return g if self.offset is None else g + self.offset
 
     def jacobian(self, x: Tensor) -> Tensor:
-        """The Jacobian :math:`Dg(x)` of the computed field (forward-mode autodiff), shape ``(..., d, d)``."""
-        x = self._check_input(x)
-        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
-        cols = torch.func.vmap(lambda v: torch.func.jvp(self.forward, (x,), (v.expand_as(x),))[1])(eye)
-        return torch.movedim(cols, 0, -1)
+        """The Jacobian :math:`Dg(x)` of the computed field (forward-mode autodiff), shape ``(..., d, d)``.
+
+        With its own node count: the one at which the estimate of its quadrature error (against the exact
+        :math:`Dg`) is at most ``quadrature_tol`` times :math:`\\max(1, \\|Dg(x)\\|_F)` in the Frobenius norm at
+        every point (see :attr:`last_quadrature`).
+        """
+        flat = self._check_input(x).reshape(-1, self.dim)
+        jac, _, self.last_quadrature = self.quadrature(
+            jacobian_values(self._node_values, flat), event_dims=2, owner="ICGN.jacobian"
+        )
+        return jac.reshape(*x.shape, self.dim)
 
     def integrability(self, x: Tensor) -> Integrability:
         """Check at the points ``x`` whether :math:`g` behaves as a convex gradient there (see :class:`Integrability`).
 
-        For the single-layer ICGN the asymmetry is zero up to rounding and the eigenvalues are non-negative
-        up to quadrature error; for deeper variants both are measured, not guaranteed.
+        For the single-layer ICGN the asymmetry is zero up to rounding, and the eigenvalues are at least
+        :math:`-\\tau \\max(1, \\|Dg\\|_F)` up to the quality of the quadrature estimate (exactly :math:`\\ge 0`
+        for the exact integral); for deeper variants both are measured, not guaranteed.
         """
         jac = self.jacobian(x).detach()
+        assert self.last_quadrature is not None  # set by jacobian()
         asym = torch.linalg.matrix_norm(jac - jac.mT) / torch.linalg.matrix_norm(jac).clamp_min(
             torch.finfo(jac.dtype).tiny
         )
-        return Integrability(asymmetry=asym, min_eigenvalue=torch.linalg.eigvalsh(0.5 * (jac + jac.mT))[..., 0])
+        return Integrability(
+            asymmetry=asym,
+            min_eigenvalue=torch.linalg.eigvalsh(0.5 * (jac + jac.mT))[..., 0],
+            quadrature=self.last_quadrature,
+        )

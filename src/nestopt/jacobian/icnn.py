@@ -88,7 +88,7 @@ class ICNN(nn.Module):
         return f"dim={self.dim}, hidden={self.widths}, activation={self.activation!r}"
 
     def _check_input(self, x: Tensor, name: str = "x") -> Tensor:
-        return check_points(x, self.dim, "ICNN", name)
+        return check_points(x, self.dim, "ICNN", name, like=next(self.parameters()))
 
     def nonnegative_weights(self) -> list[Tensor]:
         """The constrained weights :math:`W_1, \\dots, W_{L-1}, w_L` as used, all entrywise positive."""

@@ -12,13 +12,34 @@ The inverse of an invertible JacNet integrates the inverse Jacobian along the ou
 :math:`x \\leftarrow x - Df(x)^{-1} (f(x) - y)`; the round-trip residual :math:`|f(\\hat x) - y|_\\infty` is
 returned with it.
 
-**One dimension versus several.** For :math:`d = 1` every field is a derivative, so :math:`Df = J` (up to the
-quadrature error) and the structure carries over to :math:`f` exactly. For :math:`d > 1`, :math:`f` is
-well defined through the straight path, but :math:`Df = J` only when :math:`J` is a conservative field (the
-Jacobian of some map); otherwise the structure holds for :math:`J` while :math:`Df` may differ. Always true:
-:math:`|f(x) - f(x_0)| \\le k |x - x_0|` for ``Lipschitz(k)`` (the quadrature weights are positive and sum to 1).
-:meth:`JacNet.integrability_error` measures the gap :math:`\\|Df - J\\|_F / \\|J\\|_F`, and penalising it in
-training makes the field consistent (see the ``jacnet-invertible`` experiment).
+**One dimension versus several.** For :math:`d = 1` every field is a derivative, so the exact :math:`Df` is
+:math:`J` and the structure carries over to :math:`f`. For :math:`d > 1`, :math:`f` is well defined through the
+straight path, but :math:`Df = J` only when :math:`J` is a conservative field (the Jacobian of some map);
+otherwise the structure holds for :math:`J` while :math:`Df` may differ. :meth:`JacNet.integrability_error`
+measures the gap :math:`\\|Df - J\\|_F / \\|J\\|_F`, and penalising it in training makes the field consistent
+(see the ``jacnet-invertible`` experiment).
+
+**What is guaranteed, and to what tolerance.** The integral is a Gauss-Legendre sum, so the computed :math:`f`
+and :math:`Df` differ from the exact ones by a quadrature error, which a sharp field makes visible (a
+``Lipschitz(1)`` field with weights scaled up 8 times gives :math:`|Df| = 1.09` with a fixed 16-node rule). By
+default (``quadrature_tol`` :math:`= \\tau = 10^{-6}`) every call chooses the node count per point, doubling from
+``nodes``, until the estimate :math:`\\hat\\varepsilon` of :class:`~nestopt.jacobian.AdaptiveQuadrature` (the
+distance to the rule with half as many nodes) meets the tolerance. At every point it evaluates:
+
+* exactly, for any rule: :math:`J` has its structure (:math:`v^\\top J v \\ge \\varepsilon |v|^2`, or
+  :math:`\\|J\\|_2 < k`), and :math:`|f(x) - y_0| \\le k |x - x_0|` for ``Lipschitz(k)`` (the weights are
+  positive and sum to 1);
+* up to the estimate, :meth:`forward`: :math:`\\|f(x) - f^\\star(x)\\|_2 \\le \\hat\\varepsilon \\le \\tau
+  \\max(1, \\|f(x) - y_0\\|_2)` with :math:`f^\\star` the exact integral;
+* up to the estimate, :meth:`model_jacobian`: :math:`\\|Df(x) - Df^\\star(x)\\|_F \\le \\tau \\max(1,
+  \\|Df(x)\\|_F)`; where :math:`Df^\\star = J` (always for :math:`d = 1`) this gives
+  :math:`\\|Df(x)\\|_2 \\le k + \\tau \\max(1, \\|Df(x)\\|_F)` for ``Lipschitz(k)`` and
+  :math:`v^\\top Df(x) v \\ge (\\varepsilon - \\tau \\max(1, \\|Df(x)\\|_F)) |v|^2` for ``Invertible(eps)``.
+
+"Up to the estimate": :math:`\\hat\\varepsilon` is the error of the coarser rule, which for these analytic
+integrands (smooth activations) over-estimates the error of the value returned by orders of magnitude, but it is
+an estimate, not a proof. With ``quadrature_tol=None`` the rule is fixed at ``nodes`` and only the exact
+statements hold. :attr:`JacNet.last_quadrature` reports the node count and the estimate of the last call.
 
 Reference: J. Lorraine and S. Hossain, "JacNet: Learning Functions with Structured Jacobians", 2019.
 
@@ -50,13 +71,14 @@ from nestopt.errors import (
     UnsupportedError,
 )
 from nestopt.jacobian._nets import activation_fn, check_dim, check_points, check_widths, mlp
-from nestopt.jacobian.quadrature import (
+from nestopt.jacobian.adaptive import (
+    AdaptiveQuadrature,
     QuadratureEstimate,
-    Vectorize,
-    check_nodes,
-    path_integral,
-    path_integral_with_error,
+    QuadratureInfo,
+    jacobian_values,
+    point_values,
 )
+from nestopt.jacobian.quadrature import Vectorize, path_values
 from nestopt.jacobian.structure import Structure, check_structure
 
 __all__ = ["InverseResult", "JacNet"]
@@ -97,12 +119,21 @@ class JacNet(nn.Module):
         hidden: widths of the Jacobian network's hidden layers.
         activation: a smooth activation for it: ``"tanh"``, ``"softplus"``, ``"silu"`` or ``"sigmoid"``.
         x0: the base point (default the origin); :math:`y_0 = f(x_0)` is a learned parameter, initialised to 0.
-        nodes: Gauss-Legendre nodes of the path integral.
+        nodes: Gauss-Legendre nodes of the path integral: the first rule tried, or the only one with
+            ``quadrature_tol=None``.
+        quadrature_tol: the relative tolerance :math:`\\tau` on the quadrature error estimate of every computed
+            value and Jacobian (see :class:`~nestopt.jacobian.AdaptiveQuadrature`); ``None`` for a fixed rule.
+        max_nodes: the cap on the node count (a ``SolverWarning`` when it is reached before the tolerance).
         vectorize: ``"vmap"`` or ``"loop"`` over the nodes.
         generator: seeds the initial weights.
 
+    The three quadrature arguments make the attribute ``quadrature`` (an
+    :class:`~nestopt.jacobian.AdaptiveQuadrature`), which may be replaced: for instance a fixed rule while
+    training, for speed, and the adaptive one to evaluate the trained network with the guarantees.
+
     Raises:
-        InvalidArgumentError: a bad ``dim``, ``hidden``, ``activation``, ``structure`` or ``nodes``.
+        InvalidArgumentError: a bad ``dim``, ``hidden``, ``activation``, ``structure``, ``nodes``,
+            ``quadrature_tol`` or ``max_nodes``.
 
     Example:
         >>> net = JacNet(2, hidden=(8,), generator=torch.Generator().manual_seed(0))
@@ -121,6 +152,8 @@ class JacNet(nn.Module):
         activation: str = "tanh",
         x0: Tensor | None = None,
         nodes: int = 16,
+        quadrature_tol: float | None = 1e-6,
+        max_nodes: int = 512,
         vectorize: Vectorize = "vmap",
         generator: torch.Generator | None = None,
     ) -> None:
@@ -128,7 +161,9 @@ class JacNet(nn.Module):
         self.dim = check_dim(dim)
         self.structure = check_structure(structure)
         activation_fn(activation, _SMOOTH)
-        self.nodes = check_nodes(nodes)
+        self.quadrature = AdaptiveQuadrature(nodes=nodes, tol=quadrature_tol, max_nodes=max_nodes)
+        self.last_quadrature: QuadratureInfo | None = None
+        """How the last :meth:`forward` or :meth:`model_jacobian` chose its node count (``None`` before)."""
         if vectorize not in ("vmap", "loop"):
             raise InvalidArgumentError(f"vectorize must be 'vmap' or 'loop', got {vectorize!r}")
         self.vectorize: Vectorize = vectorize
@@ -141,11 +176,16 @@ class JacNet(nn.Module):
         self.register_buffer("x0", x0.detach().clone().to(torch.get_default_dtype()))
         self.y0 = nn.Parameter(torch.zeros(dim))
 
+    @property
+    def nodes(self) -> int:
+        """The first Gauss-Legendre rule tried (the only one with a fixed rule): ``quadrature.nodes``."""
+        return self.quadrature.nodes
+
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, structure={self.structure}, nodes={self.nodes}"
+        return f"dim={self.dim}, structure={self.structure}, {self.quadrature.describe()}"
 
     def _check_input(self, x: Tensor, name: str = "x") -> Tensor:
-        return check_points(x, self.dim, "JacNet", name)
+        return check_points(x, self.dim, "JacNet", name, like=self.y0)
 
     def jacobian(self, x: Tensor) -> Tensor:
         """The structured Jacobian field :math:`J_\\theta(x)`, shape ``(..., d, d)``."""
@@ -155,30 +195,46 @@ class JacNet(nn.Module):
     def _field(self, z: Tensor) -> Tensor:
         return self.structure.jacobian(self.net(z), self.dim)
 
+    def _node_values(self, x: Tensor, nodes: int) -> Tensor:  # the integrand at the nodes: (nodes, points, d)
+        return path_values(self._field, x, self.x0, nodes=nodes, vectorize=self.vectorize)
+
+    def _adaptive_forward(self, x: Tensor, *, estimate: bool) -> tuple[Tensor, Tensor | None]:
+        flat = self._check_input(x).reshape(-1, self.dim)
+        value, error, self.last_quadrature = self.quadrature(
+            point_values(self._node_values, flat), estimate=estimate, owner="JacNet.forward"
+        )
+        return self.y0 + value.reshape(x.shape), None if error is None else error.reshape(x.shape[:-1])
+
     def forward(self, x: Tensor) -> Tensor:
-        """:math:`f(x) = y_0 + \\int_0^1 J(x_0 + t(x - x_0))(x - x_0)\\,dt`, shape ``(..., d)``."""
-        x = self._check_input(x)
-        return self.y0 + path_integral(self._field, x, self.x0, nodes=self.nodes, vectorize=self.vectorize)
+        """:math:`f(x) = y_0 + \\int_0^1 J(x_0 + t(x - x_0))(x - x_0)\\,dt`, shape ``(..., d)``.
+
+        With the node count chosen so that the quadrature error estimate is at most ``quadrature_tol`` times
+        :math:`\\max(1, |f(x) - y_0|)` at every point (see :attr:`last_quadrature`).
+        """
+        return self._adaptive_forward(x, estimate=False)[0]
 
     def forward_with_error(self, x: Tensor) -> QuadratureEstimate:
-        """:math:`f(x)` with ``2 * nodes`` nodes and the quadrature error estimate :math:`|I_{2n} - I_n|_\\infty`."""
-        x = self._check_input(x)
-        est = path_integral_with_error(self._field, x, self.x0, nodes=self.nodes, vectorize=self.vectorize)
-        return QuadratureEstimate(value=self.y0 + est.value, error=est.error, nodes=est.nodes)
+        """:meth:`forward` with the per-point error estimate :math:`\\|I_n - I_{n/2}\\|_2` and the node count ``n``.
+
+        With a fixed rule (``quadrature_tol=None``) too, the estimate compares ``nodes`` with ``nodes // 2``.
+        """
+        value, error = self._adaptive_forward(x, estimate=True)
+        assert error is not None and self.last_quadrature is not None  # estimate=True
+        return QuadratureEstimate(value=value, error=error, nodes=self.last_quadrature.nodes)
 
     def model_jacobian(self, x: Tensor) -> Tensor:
         """The Jacobian :math:`Df(x)` of the computed map (forward-mode autodiff), shape ``(..., d, d)``.
 
+        It is the Jacobian of the quadrature sum, with its own node count: the one at which the estimate of its
+        quadrature error (against the exact :math:`Df`) is at most ``quadrature_tol`` times
+        :math:`\\max(1, \\|Df(x)\\|_F)` in the Frobenius norm at every point (see :attr:`last_quadrature`).
         Differentiable, so it can enter a training loss.
         """
-        x = self._check_input(x)
-        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
-
-        def column(v: Tensor) -> Tensor:
-            return torch.func.jvp(self.forward, (x,), (v.expand_as(x),))[1]
-
-        cols = torch.func.vmap(column)(eye)  # (d_in, ..., d_out)
-        return torch.movedim(cols, 0, -1)
+        flat = self._check_input(x).reshape(-1, self.dim)
+        value, _, self.last_quadrature = self.quadrature(
+            jacobian_values(self._node_values, flat), event_dims=2, owner="JacNet.model_jacobian"
+        )
+        return value.reshape(*x.shape, self.dim)
 
     def integrability_error(self, x: Tensor) -> Tensor:
         """The relative gap :math:`\\|Df(x) - J(x)\\|_F / \\|J(x)\\|_F` per point, shape ``(...)``.

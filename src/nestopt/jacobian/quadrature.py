@@ -12,8 +12,7 @@ with the :math:`n`-node Gauss-Legendre rule :math:`(t_i, w_i)` mapped to :math:`
 in :math:`t` of degree :math:`\\le 2n - 1`). When :math:`J` is the Jacobian of :math:`f`, :math:`I(x) = f(x) -
 f(x_0)`. The :math:`n` evaluations of the field are batched with ``torch.func.vmap`` over the nodes (or a plain
 loop, ``vectorize="loop"``), and the result is differentiable in :math:`x`, :math:`x_0` and whatever the field
-depends on. :func:`path_integral_with_error` also evaluates the rule with :math:`2n` nodes and reports
-:math:`|I_{2n} - I_n|` as an error estimate.
+depends on. Error estimates and the choice of :math:`n` for a tolerance are in :mod:`nestopt.jacobian.adaptive`.
 
 Example:
     >>> import torch
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -38,12 +36,12 @@ from torch import Tensor
 from nestopt.errors import InvalidArgumentError, ShapeMismatchError
 
 __all__ = [
-    "QuadratureEstimate",
     "Vectorize",
     "check_nodes",
     "gauss_legendre",
+    "node_values",
     "path_integral",
-    "path_integral_with_error",
+    "path_values",
     "segment_integral",
 ]
 
@@ -117,11 +115,27 @@ def segment_integral(
         >>> segment_integral(lambda t: torch.stack([t**2, torch.cos(t)]), nodes=6, dtype=torch.float64)
         tensor([0.3333, 0.8415], dtype=torch.float64)
     """
+    values = node_values(integrand, nodes=nodes, dtype=dtype, device=device, vectorize=vectorize)
+    return torch.tensordot(gauss_legendre(nodes, dtype=values.dtype, device=values.device)[1], values, dims=1)
+
+
+def node_values(
+    integrand: Callable[[Tensor], Tensor],
+    *,
+    nodes: int,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    vectorize: Vectorize = "vmap",
+) -> Tensor:
+    """``integrand`` at the ``nodes`` Gauss-Legendre nodes on :math:`[0, 1]`, stacked: shape ``(nodes, ...)``.
+
+    What :func:`segment_integral` sums with the weights; :class:`~nestopt.jacobian.AdaptiveQuadrature` also
+    reads its error estimate off these values.
+    """
     if vectorize not in ("vmap", "loop"):
         raise InvalidArgumentError(f"vectorize must be 'vmap' or 'loop', got {vectorize!r}")
-    t, w = gauss_legendre(nodes, dtype=dtype, device=device)
-    values = torch.func.vmap(integrand)(t) if vectorize == "vmap" else torch.stack([integrand(ti) for ti in t])
-    return torch.tensordot(w, values, dims=1)
+    t, _ = gauss_legendre(nodes, dtype=dtype, device=device)
+    return torch.func.vmap(integrand)(t) if vectorize == "vmap" else torch.stack([integrand(ti) for ti in t])
 
 
 def _segment(x: Tensor, x0: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -178,6 +192,18 @@ def path_integral(
         >>> path_integral(lambda z: A.expand(*z.shape[:-1], 2, 2), torch.ones(1, 2), nodes=1)
         tensor([[3., 3.]])
     """
+    values = path_values(field, x, x0, nodes=nodes, vectorize=vectorize)
+    return torch.tensordot(gauss_legendre(nodes, dtype=x.dtype, device=x.device)[1], values, dims=1)
+
+
+def path_values(
+    field: JacobianField, x: Tensor, x0: Tensor | None = None, *, nodes: int = 16, vectorize: Vectorize = "vmap"
+) -> Tensor:
+    """The integrand :math:`J(x_0 + t_i (x - x_0))(x - x_0)` of :func:`path_integral` at each node :math:`t_i`.
+
+    Returns:
+        Shape ``(nodes, ..., m)``; :func:`path_integral` is its weighted sum over the first axis.
+    """
     check_nodes(nodes)
     x0, delta = _segment(x, x0)
     lead, d = tuple(x.shape[:-1]), x.shape[-1]
@@ -191,50 +217,4 @@ def path_integral(
             )
         return (jac @ delta.unsqueeze(-1)).squeeze(-1)
 
-    return segment_integral(integrand, nodes=nodes, dtype=x.dtype, device=x.device, vectorize=vectorize)
-
-
-@dataclass(frozen=True)
-class QuadratureEstimate:
-    """A path integral with its error estimate.
-
-    Attributes:
-        value: the integral with ``2 * nodes`` nodes, shape ``(..., m)``.
-        error: :math:`\\max_k |I_{2n} - I_n|_k` per point, shape ``(...)``: an estimate (typically pessimistic
-            for ``value``) of the quadrature error.
-        nodes: :math:`n`.
-    """
-
-    value: Tensor
-    error: Tensor
-    nodes: int
-
-    @property
-    def max_error(self) -> float:
-        """The largest error estimate over the batch."""
-        return float(self.error.detach().max()) if self.error.numel() else 0.0
-
-
-def path_integral_with_error(
-    field: JacobianField,
-    x: Tensor,
-    x0: Tensor | None = None,
-    *,
-    nodes: int = 16,
-    vectorize: Vectorize = "vmap",
-) -> QuadratureEstimate:
-    """:func:`path_integral` with ``nodes`` and ``2 * nodes`` nodes; their difference estimates the error.
-
-    .. math::  \\hat\\varepsilon(x) = \\max_k \\big| I_{2n}(x) - I_n(x) \\big|_k
-
-    Example:
-        >>> import math
-        >>> field = lambda z: torch.exp(z).unsqueeze(-1)          # d = m = 1: J(z) = exp(z)
-        >>> est = path_integral_with_error(field, torch.tensor([[2.0]], dtype=torch.float64), nodes=3)
-        >>> exact = math.exp(2.0) - 1.0
-        >>> float(est.error) > 1e-5, abs(float(est.value) - exact) < 1e-9, abs(float(est.value) - exact) < float(est.error)
-        (True, True, True)
-    """
-    coarse = path_integral(field, x, x0, nodes=nodes, vectorize=vectorize)
-    fine = path_integral(field, x, x0, nodes=2 * nodes, vectorize=vectorize)
-    return QuadratureEstimate(value=fine, error=(fine - coarse).detach().abs().amax(dim=-1), nodes=nodes)
+    return node_values(integrand, nodes=nodes, dtype=x.dtype, device=x.device, vectorize=vectorize)

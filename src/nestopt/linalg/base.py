@@ -93,7 +93,9 @@ class Solver:
     (the operator's ``symmetric`` tag) or ``"transpose"`` (products :math:`A^\\top u`). :meth:`solve`
     checks it and raises :class:`~nestopt.errors.UnsupportedError` naming the solvers that do apply.
 
-    Args common to every solver:
+    Every solver has these settings.
+
+    Attributes:
         residual: compute the relative residual where it costs an extra operator product.
         throw: raise :class:`~nestopt.errors.SolverDivergedError` instead of returning when the solve
             diverges, meets negative curvature or breaks down (otherwise a

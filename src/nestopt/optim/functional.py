@@ -15,19 +15,18 @@ tensor, a per-parameter tree, or a function of the hyperparameters returning a s
 e.g. ``lr=lambda h: h["log_lr"].exp()``: that is how a learning rate becomes a hyperparameter (momentum,
 betas and weight decay take functions too).
 
-=====================  ======================================================  ===========================
-optimizer              chain                                                   same steps as
-=====================  ======================================================  ===========================
-:func:`sgd`            ``trace(momentum, nesterov)``                           ``torch.optim.SGD``,
-                                                                               :class:`~nestopt.optim.HeavyBall`
-:func:`adam`           ``scale_by_adam``                                       ``torch.optim.Adam``
-:func:`adamw`          ``scale_by_adam, add_decayed_weights``                  ``torch.optim.AdamW``
-:func:`rmsprop`        ``scale_by_rms, trace(momentum)``                       ``torch.optim.RMSprop``
-:func:`complex_momentum`  ``scale_by_complex_momentum``                        :class:`~nestopt.optim.ComplexMomentum`
-:func:`complex_adam`   ``scale_by_complex_adam``                               :class:`~nestopt.optim.ComplexAdam`
-:func:`optimistic_sgd`  ``scale_by_optimism``                                  :class:`~nestopt.optim.OptimisticSGD`
-:func:`optimistic_adam`  ``scale_by_adam, scale_by_optimism``                  :class:`~nestopt.optim.OptimisticAdam`
-=====================  ======================================================  ===========================
+========================  ======================================  ======================================================
+optimizer                 chain                                   same steps as
+========================  ======================================  ======================================================
+:func:`sgd`               ``trace(momentum, nesterov)``           ``torch.optim.SGD``, :class:`~nestopt.optim.HeavyBall`
+:func:`adam`              ``scale_by_adam``                       ``torch.optim.Adam``
+:func:`adamw`             ``scale_by_adam, add_decayed_weights``  ``torch.optim.AdamW``
+:func:`rmsprop`           ``scale_by_rms, trace(momentum)``       ``torch.optim.RMSprop``
+:func:`complex_momentum`  ``scale_by_complex_momentum``           :class:`~nestopt.optim.ComplexMomentum`
+:func:`complex_adam`      ``scale_by_complex_adam``               :class:`~nestopt.optim.ComplexAdam`
+:func:`optimistic_sgd`    ``scale_by_optimism``                   :class:`~nestopt.optim.OptimisticSGD`
+:func:`optimistic_adam`   ``scale_by_adam, scale_by_optimism``    :class:`~nestopt.optim.OptimisticAdam`
+========================  ======================================  ======================================================
 
 (each followed by ``scale_by_learning_rate(lr)``; "same steps" with ``eps_root=0``, checked to 1e-12 in
 float64 by the tests).

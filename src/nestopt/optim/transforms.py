@@ -15,22 +15,22 @@ the hyperparameters, ``lr=lambda h: h["log_lr"].exp()``: that is how an optimize
 hyperparameter. States hold only dicts, tuples, tensors and ints (``torch.load(weights_only=True)`` reads
 them back). The formulas themselves live in one place, shared with the in-place ``torch.optim`` classes.
 
-=============================  =================================================================
-transform                      update
-=============================  =================================================================
-:func:`scale`                  :math:`c\\,u`
-:func:`scale_by_learning_rate`  :math:`-\\eta\\,u`
-:func:`scale_by_schedule`      :math:`f(t)\\,u`, :math:`t` the number of updates so far
-:func:`add_decayed_weights`    :math:`u + \\lambda w`
-:func:`clip_by_global_norm`    :math:`u\\,c / \\max(\\|u\\|, c)`
-:func:`clip`                   :math:`\\mathrm{clamp}(u, -c, c)`
-:func:`trace`                  heavy-ball (or Nesterov) momentum, any real sign
+=================================  =================================================================
+transform                          update
+=================================  =================================================================
+:func:`scale`                      :math:`c\\,u`
+:func:`scale_by_learning_rate`     :math:`-\\eta\\,u`
+:func:`scale_by_schedule`          :math:`f(t)\\,u`, :math:`t` the number of updates so far
+:func:`add_decayed_weights`        :math:`u + \\lambda w`
+:func:`clip_by_global_norm`        :math:`u\\,c / \\max(\\|u\\|, c)`
+:func:`clip`                       :math:`\\mathrm{clamp}(u, -c, c)`
+:func:`trace`                      heavy-ball (or Nesterov) momentum, any real sign
 :func:`scale_by_complex_momentum`  :math:`\\mu \\leftarrow \\beta\\mu - u`, :math:`-\\Re(\\alpha\\mu)`
-:func:`scale_by_adam`          Adam's bias-corrected direction
-:func:`scale_by_complex_adam`  Adam with a complex first-moment coefficient
-:func:`scale_by_rms`           RMSprop (optionally centered)
-:func:`scale_by_optimism`      :math:`u_t + \\gamma (u_t - u_{t-1})`
-=============================  =================================================================
+:func:`scale_by_adam`              Adam's bias-corrected direction
+:func:`scale_by_complex_adam`      Adam with a complex first-moment coefficient
+:func:`scale_by_rms`               RMSprop (optionally centered)
+:func:`scale_by_optimism`          :math:`u_t + \\gamma (u_t - u_{t-1})`
+=================================  =================================================================
 
 Example:
     >>> import torch
