@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from nestopt import linalg, meta
+from nestopt.experiments._common import quiet_solvers
+from nestopt.experiments._meta_common import MAML_PAPERS
 from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
-from nestopt.experiments._meta_common import MAML_PAPERS, mlp, quiet_solvers
+from nestopt.nets import mlp
 from nestopt.profile import PeakMemory
 
 __all__: list[str] = []
@@ -34,7 +36,7 @@ FULL = {
     "inner_steps": 3, "inner_lr": 0.02, "imaml_lam": 2.0, "imaml_inner_steps": 10, "cg_steps": 5,
     "test_tasks": 200, "seeds": 5, "memory_steps": [1, 2, 4, 8, 16],
 }  # fmt: skip
-QUICK = {**FULL, "outer_steps": 60, "imaml_inner_steps": 5, "test_tasks": 50, "seeds": 2, "memory_steps": [1, 4, 16]}
+QUICK = {**FULL, "outer_steps": 40, "imaml_inner_steps": 5, "test_tasks": 50, "seeds": 1, "memory_steps": [1, 8]}
 
 
 def _learner(kind: str, model: torch.nn.Module, cfg: Config, steps: int | None = None) -> meta.MetaLearner:
@@ -50,7 +52,7 @@ def _learner(kind: str, model: torch.nn.Module, cfg: Config, steps: int | None =
 
 
 def _train(kind: str, cfg: Config, family: meta.Sinusoid, seed: int) -> torch.nn.Module:
-    model = mlp([1, *cfg["hidden"], 1], seed=seed)
+    model = mlp([1, *cfg["hidden"], 1], generator=seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["outer_lr"])
     stream = family.stream(cfg["tasks_per_batch"], seed=seed)
     learner = None if kind == "pretrain" else _learner(kind, model, cfg)
@@ -67,7 +69,7 @@ def _train(kind: str, cfg: Config, family: meta.Sinusoid, seed: int) -> torch.nn
 
 
 def _peak_memory(kind: str, cfg: Config, tasks: meta.TaskBatch, steps: int) -> int:
-    model = mlp([1, *cfg["hidden"], 1], seed=0)
+    model = mlp([1, *cfg["hidden"], 1], generator=0)
     learner = _learner(kind, model, cfg, steps=steps)
     with PeakMemory(count=model.parameters()) as mem:
         learner.meta_loss(tasks).backward()

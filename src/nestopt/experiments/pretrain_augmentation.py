@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from nestopt import bilevel, data
+from nestopt.experiments._common import quiet_solvers
+from nestopt.experiments._meta_common import PRETRAIN_PAPER, linear_probe
 from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
-from nestopt.experiments._meta_common import PRETRAIN_PAPER, linear_probe, mlp, quiet_solvers
+from nestopt.nets import mlp
 
 __all__: list[str] = []
 
@@ -50,14 +52,14 @@ class _Encoder(torch.nn.Module):
                 torch.nn.Conv1d(width, width, 3, stride=2, padding=1), torch.nn.ReLU(),
                 torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(),
             )  # fmt: skip
-        self.projection = mlp([width, width, 16], seed=seed + 1)
+        self.projection = mlp([width, width, 16], generator=seed + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projection(self.features(x))
 
 
 def _augmenter(strength: float, seed: int) -> torch.nn.Sequential:
-    net = mlp([40, 16, 1], seed=seed, activation=torch.nn.Tanh)
+    net = mlp([40, 16, 1], "tanh", generator=seed)
     last = net[-1]
     assert isinstance(last, torch.nn.Linear)
     with torch.no_grad():
@@ -107,7 +109,9 @@ def _run(cfg: Config, d: data.Splits, parts: dict[str, data.Split], seed: int, l
     augment = _augmenter(cfg["initial_strength"], seed + 2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 3)
-        head = torch.nn.Sequential(torch.nn.LayerNorm(cfg["width"], elementwise_affine=False), torch.nn.Linear(cfg["width"], 10))
+        head = torch.nn.Sequential(
+            torch.nn.LayerNorm(cfg["width"], elementwise_affine=False), torch.nn.Linear(cfg["width"], 10)
+        )
     pretrain_loss, finetune_loss = _losses(cfg)
     trainer = bilevel.PretrainFinetuneTrainer(
         model, head, pretrain_loss, finetune_loss, augment,
@@ -172,7 +176,9 @@ def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10.5, 3.8))
     rows = m["per_seed"]
     for i, r in enumerate(rows):
-        a.plot([0, 1], [r["fixed"]["accuracy"], r["learned"]["accuracy"]], "o-", color=f"C{i}", label=f"seed {r['seed']}")
+        a.plot(
+            [0, 1], [r["fixed"]["accuracy"], r["learned"]["accuracy"]], "o-", color=f"C{i}", label=f"seed {r['seed']}"
+        )
     a.set_xticks([0, 1], ["fixed strength", "learned network"])
     a.set_ylabel("linear-probe test accuracy")
     a.set_title(f"SimCLR on MNIST-1D: gain {m['accuracy_gain_points']:.2f} points")

@@ -27,8 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from nestopt import bilevel, data
+from nestopt.experiments._common import quiet_solvers
+from nestopt.experiments._meta_common import PRETRAIN_PAPER, auroc, linear_probe
 from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
-from nestopt.experiments._meta_common import PRETRAIN_PAPER, auroc, linear_probe, mlp, quiet_solvers
+from nestopt.nets import mlp
 
 __all__: list[str] = []
 
@@ -42,7 +44,7 @@ QUICK = {**FULL, "pretrain_examples": 500, "outer_steps": 100, "seeds": 1}
 class _Multitask(torch.nn.Module):
     def __init__(self, hidden: int, tasks: int, seed: int) -> None:
         super().__init__()
-        self.encoder = torch.nn.Sequential(mlp([40, hidden, hidden], seed=seed), torch.nn.ReLU())
+        self.encoder = torch.nn.Sequential(mlp([40, hidden, hidden], generator=seed), torch.nn.ReLU())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
             self.pretrain_head = torch.nn.Linear(hidden, tasks)
@@ -89,7 +91,9 @@ def _run(cfg: Config, parts: dict[str, Any], seed: int, learn: bool) -> tuple[fl
     model = _Multitask(cfg["hidden"], tasks, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 2)
-        head = torch.nn.Sequential(torch.nn.LayerNorm(cfg["hidden"], elementwise_affine=False), torch.nn.Linear(cfg["hidden"], 1))
+        head = torch.nn.Sequential(
+            torch.nn.LayerNorm(cfg["hidden"], elementwise_affine=False), torch.nn.Linear(cfg["hidden"], 1)
+        )
     trainer = bilevel.PretrainFinetuneTrainer(
         model, head, pretrain_loss, finetune_loss, {"logits": torch.zeros(tasks)},
         pretrain_optimizer=lambda ps: torch.optim.Adam(ps, lr=cfg["pretrain_lr"]),
@@ -147,7 +151,9 @@ def claims(m: Metrics, cfg: Config) -> list[Claim]:
             m["max_noisy_weight"],
             m["mean_clean_weight"] / 2,
         ),
-        Claim.at_least(f"fine-tuned test AUROC gain over uniform weights, points (mean of {n} seeds)", m["auroc_gain_points"], 1.0),
+        Claim.at_least(
+            f"fine-tuned test AUROC gain over uniform weights, points (mean of {n} seeds)", m["auroc_gain_points"], 1.0
+        ),
     ]
 
 

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from nestopt import autodiff, hypergrad, linalg, meta, tree
-from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.experiments._meta_common import MAML_PAPERS
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.optim import functional
 from nestopt.tree import Tree
 
@@ -36,7 +36,7 @@ __all__: list[str] = []
 FULL = {"features": 12, "train_tasks": 16, "val_tasks": 16, "shots": 10, "queries": 10, "inner_steps": 5,
         "inner_lr": 0.1, "ridge": 1e-3, "log_prox0": 2.0, "outer_steps": 30, "outer_lr": 0.3, "fd_eps": 1e-4,
         "grid": [-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]}  # fmt: skip
-QUICK = {**FULL, "train_tasks": 8, "val_tasks": 8, "outer_steps": 10, "grid": [-2.0, 0.0, 2.0]}
+QUICK = {**FULL, "features": 8, "train_tasks": 4, "val_tasks": 4, "outer_steps": 6, "grid": [-1.0, 1.0]}
 D = torch.float64
 
 
@@ -126,7 +126,13 @@ def compute(cfg: Config, ctx: Context) -> Metrics:
         h["log_prox"].grad = res.grads["log_prox"]
         opt.step()
         theta, _ = prob.solve(h, theta)  # warm-started
-        trajectory.append({"log_prox": float(h["log_prox"].detach()), "val_loss": float("nan"), "hypergradient": float(res.grads["log_prox"])})
+        trajectory.append(
+            {
+                "log_prox": float(h["log_prox"].detach()),
+                "val_loss": float("nan"),
+                "hypergradient": float(res.grads["log_prox"]),
+            }
+        )
         trajectory[-2]["val_loss"] = res.info.outer_loss
     final, _ = prob.value(float(h["log_prox"].detach()), theta)
     trajectory[-1]["val_loss"] = final
@@ -166,9 +172,17 @@ def claims(m: Metrics, cfg: Config) -> list[Claim]:
 def plots(plt: Any, m: Metrics, cfg: Config) -> dict[str, Any]:
     fig, ax = plt.subplots(figsize=(6.2, 4.0))
     grid = sorted(m["grid"], key=lambda p: p["log_prox"])
-    ax.plot([p["log_prox"] for p in grid], [p["val_loss"] for p in grid], "o-", color="0.6", label="V(rho), level 2 solved")
+    ax.plot(
+        [p["log_prox"] for p in grid], [p["val_loss"] for p in grid], "o-", color="0.6", label="V(rho), level 2 solved"
+    )
     traj = m["trajectory"]
-    ax.plot([p["log_prox"] for p in traj], [p["val_loss"] for p in traj], ".-", color="C0", label="tuning by the hypergradient")
+    ax.plot(
+        [p["log_prox"] for p in traj],
+        [p["val_loss"] for p in traj],
+        ".-",
+        color="C0",
+        label="tuning by the hypergradient",
+    )
     ax.scatter([traj[0]["log_prox"]], [traj[0]["val_loss"]], color="C3", zorder=3, label="start")
     ax.set_xlabel("log proximal strength rho (level 1)")
     ax.set_ylabel("held-out query MSE after adaptation")

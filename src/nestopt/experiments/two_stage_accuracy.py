@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from nestopt import hypergrad, linalg
-from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.experiments._meta_common import PRETRAIN_PAPER
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
 from nestopt.optim import functional
 
 __all__: list[str] = []
