@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from nestopt import bilevel, data
 from nestopt.experiments._common import quiet_solvers
 from nestopt.experiments._meta_common import PRETRAIN_PAPER, linear_probe
-from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
 from nestopt.nets import mlp
 
 __all__: list[str] = []
@@ -35,7 +35,7 @@ FULL = {"pretrain_examples": 3000, "finetune_labels": 300, "val_labels": 300, "b
         "outer_steps": 150, "pretrain_steps": 10, "pretrain_lr": 2e-3, "head_lr": 1e-2, "finetune_lr": 0.1,
         "outer_lr": 1e-2, "max_shift": 12.0, "initial_strength": 0.5, "jitter": 0.1, "tau": 0.5, "width": 32,
         "probe_l2": 1e-3, "seeds": 3}  # fmt: skip
-QUICK = {**FULL, "pretrain_examples": 1000, "outer_steps": 25, "seeds": 1}
+QUICK = {**FULL, "pretrain_examples": 500, "batch_size": 128, "outer_steps": 10, "seeds": 1}
 
 
 class _Encoder(torch.nn.Module):
@@ -139,7 +139,7 @@ def _run(cfg: Config, d: data.Splits, parts: dict[str, data.Split], seed: int, l
 
 def compute(cfg: Config, ctx: Context) -> Metrics:
     """Per seed: probe accuracy after fixed and after learned augmentation, and the learned shift magnitudes."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     with quiet_solvers():
         for s in ctx.progress(range(cfg["seeds"]), "seeds"):
             seed = ctx.seed + s
@@ -207,5 +207,11 @@ EXPERIMENT = register(
         claims=claims,
         plots=plots,
         figures=("pretrain_augmentation",),
+        known_failures=(
+            KnownFailure(
+                "linear-probe test accuracy gain",
+                "docs/composing.md, pretrain-augmentation: the learned network does not beat the fixed strength",
+            ),
+        ),
     )
 )

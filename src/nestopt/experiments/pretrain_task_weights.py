@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from nestopt import bilevel, data
 from nestopt.experiments._common import quiet_solvers
 from nestopt.experiments._meta_common import PRETRAIN_PAPER, auroc, linear_probe
-from nestopt.experiments.registry import Claim, Config, Context, Experiment, Metrics, register
+from nestopt.experiments.registry import Claim, Config, Context, Experiment, KnownFailure, Metrics, register
 from nestopt.nets import mlp
 
 __all__: list[str] = []
@@ -38,7 +38,7 @@ FULL = {"pretrain_examples": 1000, "clean_digits": [0, 2, 4, 6, 8], "noisy_tasks
         "hidden": 32, "finetune_labels": 200, "val_labels": 200, "outer_steps": 300, "pretrain_steps": 10,
         "pretrain_lr": 1e-3, "head_lr": 1e-3, "finetune_lr": 0.1, "outer_lr": 0.05, "probe_l2": 1e-2,
         "seeds": 5}  # fmt: skip
-QUICK = {**FULL, "pretrain_examples": 500, "outer_steps": 100, "seeds": 1}
+QUICK = {**FULL, "pretrain_examples": 500, "outer_steps": 50, "seeds": 1}
 
 
 class _Multitask(torch.nn.Module):
@@ -107,7 +107,7 @@ def _run(cfg: Config, parts: dict[str, Any], seed: int, learn: bool) -> tuple[fl
     steps = cfg["outer_steps"] * cfg["pretrain_steps"]
     if learn:
         history = trainer.fit(pretrain, finetune, val, outer_steps=cfg["outer_steps"], progress=False)
-        trajectory = [_weights(torch.tensor(r["hparams/logits"])).tolist() for r in history]
+        trajectory = [_weights(torch.tensor(v)).tolist() for v in history.column("hparams/logits")]
     else:
         trainer.warmup(pretrain, finetune, steps=steps)
         trajectory = []
@@ -120,7 +120,7 @@ def _run(cfg: Config, parts: dict[str, Any], seed: int, learn: bool) -> tuple[fl
 
 def compute(cfg: Config, ctx: Context) -> Metrics:
     """Per seed: the learned task weights and the probe AUROC of the learned and of the uniform pre-training."""
-    per_seed = []
+    per_seed: list[dict[str, Any]] = []
     with quiet_solvers():
         for s in ctx.progress(range(cfg["seeds"]), "seeds"):
             parts = _data(cfg, ctx.seed + s)
@@ -199,5 +199,15 @@ EXPERIMENT = register(
         claims=claims,
         plots=plots,
         figures=("pretrain_task_weights",),
+        known_failures=(
+            KnownFailure(
+                "every corrupted task's weight",
+                "docs/composing.md, pretrain-task-weights: the learned weights do not separate clean from corrupted tasks",
+            ),
+            KnownFailure(
+                "fine-tuned test AUROC gain",
+                "docs/composing.md, pretrain-task-weights: no AUROC gain over uniform weights across seeds",
+            ),
+        ),
     )
 )
