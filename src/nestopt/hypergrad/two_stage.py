@@ -55,8 +55,10 @@ Finetuned = str | Sequence[str]
 class TwoStageResult(HypergradResult):
     """A two-stage hypergradient: ``grads`` (keys of ``hparams``), ``info`` (both stages), and the pieces.
 
-    Attributes (besides those of :class:`~nestopt.hypergrad.HypergradResult`, where ``params`` are the
-    fine-tuned weights and ``inner_losses`` the fine-tuning losses):
+    Besides the attributes of :class:`~nestopt.hypergrad.HypergradResult` (where ``params`` are the fine-tuned
+    weights and ``inner_losses`` the fine-tuning losses), it has these.
+
+    Attributes:
         head_grads: :math:`\\partial L_{val} / \\partial \\psi_0`, the gradient w.r.t. the head's initial weights.
         pretrained_cotangent: :math:`g = \\partial L_{val} / \\partial \\theta^*`, the cotangent the fine-tuning
             stage puts on the pre-trained weights (the paper's ``d_val_loss_d_theta``).
@@ -314,7 +316,9 @@ class TwoStageProblem(Problem):
     ``inner_step`` one pre-training step of the loop's optimizer, ``next_train`` a pre-training batch,
     ``outer_loss`` the validation loss of fine-tuned weights and ``next_val`` a validation batch.
 
-    Attributes (besides the problem's):
+    Besides the problem's attributes, it has these.
+
+    Attributes:
         finetune_loss: ``(weights, hparams, batch) -> scalar``, as for :func:`two_stage`.
         head: the live fine-tuning head (the loop's tensors).
         next_finetune: the next fine-tuning batch.
