@@ -33,7 +33,7 @@ __all__: list[str] = []
 LEARNERS = ("maml", "fomaml", "imaml")
 FULL = {
     "hidden": [40, 40], "shots": 10, "queries": 10, "tasks_per_batch": 5, "outer_steps": 300, "outer_lr": 3e-3,
-    "inner_steps": 3, "inner_lr": 0.02, "imaml_lam": 2.0, "imaml_inner_steps": 10, "cg_steps": 5,
+    "inner_steps": 3, "inner_lr": 0.02, "imaml_lam": 2.0, "imaml_inner_lr": 0.01, "imaml_inner_steps": 10, "cg_steps": 5,
     "test_tasks": 200, "seeds": 5, "memory_steps": [1, 2, 4, 8, 16],
 }  # fmt: skip
 QUICK = {**FULL, "outer_steps": 40, "imaml_inner_steps": 5, "test_tasks": 50, "seeds": 1, "memory_steps": [1, 8]}
@@ -46,7 +46,7 @@ def _learner(kind: str, model: torch.nn.Module, cfg: Config, steps: int | None =
     if kind == "fomaml":
         return meta.FOMAML(model, F.mse_loss, inner_lr=cfg["inner_lr"], inner_steps=k)
     return meta.IMAML(
-        model, F.mse_loss, lam=cfg["imaml_lam"], inner_lr=cfg["inner_lr"],
+        model, F.mse_loss, lam=cfg["imaml_lam"], inner_lr=cfg["imaml_inner_lr"],
         inner_steps=cfg["imaml_inner_steps"] if steps is None else steps, solver=linalg.CG(steps=cfg["cg_steps"]),
     )  # fmt: skip
 
