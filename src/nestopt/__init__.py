@@ -1,8 +1,8 @@
 """nestopt: nested optimization in PyTorch.
 
-Hypergradients (implicit differentiation, unrolling, forward mode), bilevel training loops, and optimization
-in differentiable games, on one functional core: parameters and hyperparameters are
-``dict[str, Tensor]`` trees and every loss is ``loss(params, hparams, batch) -> scalar``.
+Hypergradients (implicit differentiation, unrolling, forward mode, two stages), bilevel training loops,
+meta-learning (MAML, iMAML), and optimization in differentiable games, on one functional core: parameters
+and hyperparameters are ``dict[str, Tensor]`` trees and every loss is ``loss(params, hparams, batch) -> scalar``.
 
 Example:
     >>> import torch, nestopt
@@ -31,6 +31,7 @@ from nestopt import (
     hypergrad,
     jacobian,
     linalg,
+    meta,
     nas,
     nets,
     optim,
@@ -54,6 +55,7 @@ __all__ = [
     "hypergrad",
     "jacobian",
     "linalg",
+    "meta",
     "nas",
     "nets",
     "optim",

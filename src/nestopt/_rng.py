@@ -57,20 +57,15 @@ def _devices() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
 
 
-def _manual_seed(seed: int) -> None:
-    """``torch.manual_seed(seed)``; on a machine without accelerators only the CPU generator exists, and seeding
-    it alone skips the lazy seeding of accelerators (which records a stack trace, about 0.5 ms a call)."""
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None and not accelerator.is_available() and not torch.cuda.is_available():
-        torch.default_generator.manual_seed(seed)
-    else:
-        torch.manual_seed(seed)
-
-
 @contextlib.contextmanager
 def fork(seed: int) -> Iterator[None]:
     """Run the block with torch's global generators (CPU and initialized CUDA devices) seeded with ``seed``;
     their previous states are restored afterwards, so the block neither sees nor disturbs the outer stream."""
-    with torch.random.fork_rng(devices=_devices()):
-        _manual_seed(seed)
+    devices = _devices()
+    with torch.random.fork_rng(devices=devices):
+        # not torch.manual_seed: it would also seed CUDA devices that the fork does not restore (lazily, at the
+        # cost of capturing a traceback on every call)
+        torch.default_generator.manual_seed(seed)
+        for d in devices:
+            torch.cuda.default_generators[d].manual_seed(seed)
         yield

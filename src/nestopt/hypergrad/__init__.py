@@ -13,8 +13,11 @@ Each returns a :class:`HypergradResult` with ``grads`` (the keys of ``hparams``)
 
 They are thin layers over two composable primitives, which pull a cotangent on the inner solution back to
 the hyperparameters (and, when unrolling, to the initial weights): :func:`implicit_vjp` and
-:func:`unrolled_vjp`. Chaining them differentiates problems of several stages (pre-training, then
-fine-tuning). :func:`implicit_solution` puts an implicit solution into torch's autograd graph.
+:func:`unrolled_vjp`. Chaining them differentiates problems of several stages: :func:`two_stage` is the
+hypergradient through pre-training (implicit) then fine-tuning (unrolled), and :class:`TwoStage` the same as
+a strategy. :func:`implicit_solution` puts an implicit solution into torch's autograd graph (differentiable
+once), :func:`unrolled_solution` an unrolled one (differentiable to any order: it can sit inside the loss of
+a higher level, see ``docs/composing.md``).
 
 :class:`Implicit`, :class:`Unrolled` and :class:`Forward` are the same estimators as strategy values: a
 training loop calls them through the :class:`Strategy` protocol (see :mod:`nestopt.hypergrad.strategy`).
@@ -40,7 +43,9 @@ from nestopt.hypergrad.forward import Forward, forward
 from nestopt.hypergrad.implicit import Implicit, default_solver, implicit, implicit_solution, implicit_vjp
 from nestopt.hypergrad.result import HypergradInfo, HypergradResult, VJPResult
 from nestopt.hypergrad.strategy import Problem, Strategy
+from nestopt.hypergrad.two_stage import TwoStage, TwoStageProblem, TwoStageResult, two_stage
 from nestopt.hypergrad.unrolled import Unrolled, unrolled, unrolled_vjp
+from nestopt.hypergrad.unrolled_solution import unrolled_solution
 
 __all__ = [
     "BestResponse",
@@ -50,6 +55,9 @@ __all__ = [
     "Implicit",
     "Problem",
     "Strategy",
+    "TwoStage",
+    "TwoStageProblem",
+    "TwoStageResult",
     "Unrolled",
     "VJPResult",
     "custom_root",
@@ -58,6 +66,8 @@ __all__ = [
     "implicit",
     "implicit_solution",
     "implicit_vjp",
+    "two_stage",
     "unrolled",
+    "unrolled_solution",
     "unrolled_vjp",
 ]

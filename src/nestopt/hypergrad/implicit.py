@@ -291,6 +291,12 @@ class _ImplicitSolution(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *cotangents: torch.Tensor | None) -> tuple[Any, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative would silently miss this path
+            raise UnsupportedError(
+                "implicit_solution is differentiable once: its backward pass cannot be differentiated again "
+                "(create_graph=True, a Hessian-vector product through it); for a solution inside the loss of a "
+                "higher level use hypergrad.unrolled_solution, which is differentiable to any order"
+            )
         setup = ctx.setup
         keys = list(setup["params"])
         hparams = dict(zip(setup["hparam_keys"], ctx.saved_tensors))
@@ -318,7 +324,8 @@ def implicit_solution(
     gradients to the ``hparams`` leaves (those with ``requires_grad``) through :func:`implicit_vjp`, so an
     implicit solution composes with any torch code: a loss of several solutions, a hypergradient through a
     later unrolled stage, a penalty on the solution. The last backward pass's diagnostics are in
-    ``implicit_solution.last_info``.
+    ``implicit_solution.last_info``. It is differentiable once: a backward pass with ``create_graph=True``
+    through it raises :class:`~nestopt.errors.UnsupportedError` (see :func:`unrolled_solution`).
 
     Example:
         >>> import torch
