@@ -15,7 +15,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
-# test processes (pytest-xdist); each pins one torch thread, so 2 fill a 2-core machine; 0 runs in-process
+# test processes (pytest-xdist); each pins one torch thread, so 2 fill a 2-core machine; 0 runs in-process.
+# --dist loadgroup keeps the tests that share an experiment's quick run in one process (tests/experiments/conftest.py)
 TEST_WORKERS ?= 2
 DEMO ?= flagship
 DEMO_OUT ?= runs/demo
@@ -69,7 +70,7 @@ typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy
 
 pytest: $(VENV)/.dev
-	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # the guides and the API reference, from the docstrings; warnings are errors, so a broken page fails CI
 docs: $(VENV)/.dev
