@@ -116,6 +116,14 @@ class _StnLayer(torch.nn.Module):
             bias = bias + gb * self.response_bias
         return weight, bias
 
+    def _copy_weights(self, module: torch.nn.Linear | torch.nn.Conv2d) -> None:
+        """Take ``module``'s device, dtype, weight and bias as the elementary weights."""
+        self.to(device=module.weight.device, dtype=module.weight.dtype)
+        with torch.no_grad():
+            self.weight.copy_(module.weight)
+            if module.bias is not None and self.bias is not None:
+                self.bias.copy_(module.bias)
+
 
 class StnLinear(_StnLayer):
     """An STN version of ``torch.nn.Linear`` (see the module docstring).
@@ -160,11 +168,7 @@ class StnLinear(_StnLayer):
         """An STN layer whose elementary weights are ``module``'s (copied), on its device and dtype."""
         layer = cls(module.in_features, module.out_features, num_hparams, bias=module.bias is not None,
                     init_std=init_std, generator=generator)  # fmt: skip
-        layer.to(device=module.weight.device, dtype=module.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(module.weight)
-            if module.bias is not None and layer.bias is not None:
-                layer.bias.copy_(module.bias)
+        layer._copy_weights(module)
         return layer
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
@@ -223,11 +227,7 @@ class StnConv2d(_StnLayer):
     ) -> StnConv2d:
         """An STN layer whose elementary weights are ``module``'s (copied), on its device and dtype."""
         layer = cls(module, num_hparams, init_std=init_std, generator=generator)
-        layer.to(device=module.weight.device, dtype=module.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(module.weight)
-            if module.bias is not None and layer.bias is not None:
-                layer.bias.copy_(module.bias)
+        layer._copy_weights(module)
         return layer
 
     def _conv(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
