@@ -62,6 +62,11 @@ def systems(alpha: float, quick: bool) -> dict[str, tuple[str, Any]]:
         "nestopt single-loop (1 HVP)": ("nestopt", implicit.single_loop()),
         "nestopt single-loop, Gauss-Newton": ("nestopt", implicit.single_loop(curvature="gauss-newton")),
         "nestopt CG 3, warm": ("nestopt", implicit(solver=linalg.CG(steps=3, tol=0.0), reuse_solution=True)),
+        "nestopt CG 5, warm": ("nestopt", implicit(solver=linalg.CG(steps=5, tol=0.0), reuse_solution=True)),
+        "nestopt CG 5, warm, Gauss-Newton": (
+            "nestopt",
+            implicit(solver=linalg.CG(steps=5, tol=0.0, damping=0.01), reuse_solution=True, curvature="gauss-newton"),
+        ),
         "nestopt CG 2, warm, Gauss-Newton": (
             "nestopt",
             implicit(solver=linalg.CG(steps=2, tol=0.0, damping=0.01), reuse_solution=True, curvature="gauss-newton"),

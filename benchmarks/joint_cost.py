@@ -7,6 +7,11 @@ bytes); this script exists for the GPU, where time is wall clock after ``torch.c
 ``torch.cuda.max_memory_allocated`` (allocator bytes, model and data included).
 
     python benchmarks/joint_cost.py [--device cuda] [--repeats 3] [--quick]
+    python benchmarks/joint_cost.py --breakdown [--set curvature=gauss-newton]
+
+``--breakdown`` (CPU) times nothing: it prints, for each run of the experiment's full configuration, what is
+alive at its memory peak in network sizes, by the operator and the lines that made it
+(:meth:`nestopt.profile.PeakMemory.breakdown`).
 """
 
 from __future__ import annotations
@@ -42,14 +47,39 @@ def peak(run: Any, d: data.Splits, cfg: dict[str, Any], device: str) -> int:
     return tracker.peak
 
 
+def breakdown(cfg: dict[str, Any], top: int = 12) -> None:
+    """Print what is alive at the memory peak of each run, in network sizes (largest first)."""
+    d = data.mnist1d(cfg["n_train"], cfg["n_val"], 10, seed=0)
+    runs = {"plain": ift_cost.plain_run}
+    runs.update({per: functools.partial(ift_cost.joint_run, per=per) for per in cfg["per"]})
+    for name, run in runs.items():
+        net = ift_cost._net(d, cfg, 1)
+        size = sum(p.numel() * p.element_size() for p in net.parameters())
+        with PeakMemory(count=ift_cost._footprint(d, net), trace=True, depth=4) as tracker:
+            run(d, cfg, net, cfg["memory_steps"], 0)
+        print(f"\n{name}: peak {tracker.peak / size:.2f} network sizes ({tracker.peak / 2**20:.2f} MiB)")
+        for what, nbytes in tracker.breakdown()[:top]:
+            print(f"  {nbytes / size:5.2f}  {what}")
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.set_defaults(repeats=3)
+    ap.add_argument("--breakdown", action="store_true", help="print what is alive at each run's memory peak")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting of ift-cost")
     args = ap.parse_args()
     env = environment(args.threads, args.device)
     cfg = dict(ift_cost.QUICK if args.quick else ift_cost.FULL)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in cfg or not isinstance(cfg[key], str):
+            ap.error(f"--set {item}: only the text settings of ift-cost can be set here ({key!r} is not one)")
+        cfg[key] = value
     if args.quick:
         cfg.update(steps=40, repeats=1, memory_steps=20, n_train=512, hidden=[64, 64])
+    if args.breakdown:
+        breakdown(cfg)
+        return
     d = _on(data.mnist1d(cfg["n_train"], cfg["n_val"], 10, seed=0), args.device)
     runs = {"plain": ift_cost.plain_run}
     runs.update({per: functools.partial(ift_cost.joint_run, per=per) for per in cfg["per"]})

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from nestopt import autodiff, tree
-from nestopt.errors import InvalidArgumentError, NonFiniteError
+from nestopt.errors import InvalidArgumentError, NonFiniteError, UnsupportedError
+from nestopt.profile import PeakMemory
 
 
 def _problem():
@@ -49,6 +50,33 @@ def test_second_order_products_match_dense_derivatives(mode):
     value, g = autodiff.grad(loss, params, hparams, batch)
     assert torch.allclose(tree.flatten(g)[0], tree.flatten(lin.grad)[0])
     assert torch.allclose(value, f(wv, hv))
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "gauss-newton"])
+def test_a_linearization_without_the_gradients_value_gives_the_same_products(curvature):
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 5, dtype=torch.float64), torch.randn(32, dtype=torch.float64)
+    loss = autodiff.GaussNewtonLoss(
+        outputs=lambda p, h, b: torch.tanh(b[0] @ p["w1"].T) @ p["w2"],
+        head=lambda z, h, b: ((z - b[1]) ** 2).mean(),
+        rest=lambda p, h, b: (h["wd"] * p["w1"] ** 2).sum(),
+    )
+    params = {"w1": torch.randn(64, 5, dtype=torch.float64), "w2": torch.randn(64, dtype=torch.float64)}
+    hparams = {"wd": torch.rand(64, 5, dtype=torch.float64)}
+    v = {k: torch.randn_like(p) for k, p in params.items()}
+    kept = autodiff.linearize(loss, params, hparams, (x, y), curvature=curvature)
+    with PeakMemory() as mem:
+        lean = autodiff.linearize(loss, params, hparams, (x, y), curvature=curvature, keep_grad=False)
+        after = mem.current
+    with PeakMemory() as mem:
+        full = autodiff.linearize(loss, params, hparams, (x, y), curvature=curvature)
+        assert mem.current - after == sum(p.numel() * 8 for p in params.values())  # the gradient's value, freed
+    for got, want in ((lean.hvp(v), kept.hvp(v)), (lean.mixed_vjp(v), kept.mixed_vjp(v))):
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    assert lean.grad_norm == pytest.approx(float(tree.norm(kept.grad)), rel=1e-15)
+    with pytest.raises(UnsupportedError, match="keep_grad=False"):
+        _ = lean.grad
+    del full
 
 
 def test_unused_hyperparameter_is_reported():

@@ -58,3 +58,18 @@ def test_run_all_quick_leaves_results_and_docs_alone(monkeypatch: Any) -> None:
     assert [Path(c[1]).stem for c in calls] == SCRIPTS
     assert all("--quick" in c and "--out" not in c for c in calls)  # each script's quick default: the scratch folder
     assert (BENCHMARKS.parent / "docs" / "benchmarks.md").read_text() == docs
+
+
+def test_joint_cost_breakdown_lists_what_is_alive_at_each_peak(monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.setattr(sys, "argv", ["joint_cost.py", "--quick", "--breakdown"])
+    runpy.run_path(str(BENCHMARKS / "joint_cost.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    peaks = {}
+    for block in out.strip().split("\n\n"):
+        head, *lines = block.strip().splitlines()
+        name = head.split(":")[0]
+        peaks[name] = float(head.split("peak ")[1].split()[0])
+        assert lines[0].split()[1] == "counted"  # the network and the data: the largest single origin
+        assert sum(float(line.split()[0]) for line in lines) <= peaks[name] + 0.02
+    assert set(peaks) == {"plain", "layer", "parameter"}
+    assert peaks["plain"] < peaks["layer"] < peaks["parameter"]

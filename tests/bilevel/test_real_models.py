@@ -75,9 +75,9 @@ def test_modes_whatever_mode_the_model_was_left_in():
     trainer = _trainer("implicit", net)
     trainer.fit(*loaders(d)[:2], outer_steps=1, progress=False)
     modes = [training for training, _ in seen]
-    # 4 inner steps in train mode, the validation loss of the hypergradient in eval mode, the linearization of
-    # the inner loss in train mode, then the evaluation of the validation set in eval mode
-    assert modes[:6] == [True] * 4 + [False, True] and not any(modes[6:])
+    # 4 inner steps in train mode, the linearization of the inner loss in train mode, the validation loss of the
+    # hypergradient in eval mode, then the evaluation of the validation set in eval mode
+    assert modes[:6] == [True] * 5 + [False] and not any(modes[6:])
     assert not net.training  # restored
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nestopt import hypergrad, linalg, tree
+from nestopt import autodiff, hypergrad, linalg, tree
 from nestopt.errors import NonFiniteError, ShapeMismatchError, SolverWarning, UnsupportedError
 from tests.hypergrad.conftest import directional_fd, random_direction
 
@@ -45,6 +45,33 @@ def test_direct_term_is_included(mlp):
     )
     res = hypergrad.implicit(mlp.inner_loss, outer, mlp.params, mlp.hparams, mlp.train, mlp.val, solver=linalg.Exact())
     assert torch.allclose(res.grads["l1.bias"], base.grads["l1.bias"] + 0.3)
+
+
+def test_the_solvers_estimates_come_before_the_right_hand_side(mlp):
+    # the Lanczos step of Neumann(alpha="auto") needs vectors of its own: made before the outer gradient exists,
+    # they are never alive beside it; the solve's count includes the estimate's products
+    events = []
+
+    class Recording(linalg.Neumann):
+        def ready(self, op):
+            events.append("ready")
+            return super().ready(op)
+
+    def outer(p, h, b):
+        events.append("outer")
+        return mlp.outer_loss(p, h, b)
+
+    solver = Recording(steps=5, alpha="auto", estimate_steps=7)
+    res = hypergrad.implicit(mlp.inner_loss, outer, mlp.params, mlp.hparams, mlp.train, mlp.val, solver=solver)
+    assert events == ["ready", "outer"]
+    assert res.info.solve.hvp_calls == 7 + 5 == res.info.hvp_calls
+    fixed = linalg.Neumann(steps=5, alpha=solver.ready(_hessian(mlp)).alpha)
+    want = hypergrad.implicit(mlp.inner_loss, mlp.outer_loss, mlp.params, mlp.hparams, mlp.train, mlp.val, solver=fixed)
+    torch.testing.assert_close(res.grads, want.grads, rtol=1e-12, atol=0.0)
+
+
+def _hessian(p):
+    return linalg.LinearOperator.hessian(autodiff.linearize(p.inner_loss, p.params, p.hparams, p.train))
 
 
 def test_info_counts_products(mlp):

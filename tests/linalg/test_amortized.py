@@ -256,3 +256,37 @@ def test_tree_updates_take_a_device_scalar():
     torch.testing.assert_close(a["x"], torch.tensor([1.0, 3.0, 5.0]))
     tree.scale_(a, torch.tensor(0.5))
     torch.testing.assert_close(a["y"], torch.tensor([1.5, 1.5]))
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        linalg.Neumann(steps=30, alpha="auto", seed=3),
+        linalg.CG(steps=30, preconditioner=linalg.NystromPreconditioner(rank=8, seed=2)),
+        linalg.CG(steps=30),
+    ],
+    ids=["neumann-auto", "cg-nystrom", "cg"],
+)
+def test_ready_makes_the_estimates_that_solve_would_make(solver):
+    A, op, b = _op(SPECTRA["well"])
+    ready = solver.ready(op)
+    assert ready.prepared and (ready is solver) == solver.prepared
+    calls = op.calls
+    got, want = ready.solve(op, b), solver.solve(op, b)
+    assert op.calls - calls == got.info.hvp_calls + want.info.hvp_calls
+    assert torch.allclose(got.value["x"], want.value["x"], rtol=1e-12, atol=1e-12)  # the same estimate (seed)
+
+
+def test_amortized_ready_refreshes_once_and_counts_it_in_the_next_solve():
+    A, op, b = _op(SPECTRA["well"])
+    solver = linalg.Amortized(linalg.Neumann(steps=2, alpha="auto", estimate_steps=6), refresh=2)
+    assert solver.ready(op) is solver and op.calls == 6
+    assert solver.ready(op) is solver and op.calls == 6  # already prepared for the next solve
+    first = solver.solve(op, b)
+    assert first.info.hvp_calls == 6 + 2 and op.calls == 8
+    second = solver.solve(op, b)
+    assert second.info.hvp_calls == 3  # a warm start: one product for the residual, two terms
+    solver.ready(op)  # the third solve is due a refresh
+    assert solver.solve(op, b).info.hvp_calls == 6 + 3
+    with pytest.raises(InvalidArgumentError, match="op must be"):
+        solver.ready(A)

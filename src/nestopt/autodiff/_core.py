@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.func import functional_call
 
 from nestopt import tree
@@ -16,12 +17,15 @@ from nestopt.tree import Tree
 
 __all__ = [
     "Counter",
+    "Edges",
     "LossFn",
     "check_loss_value",
     "check_tree",
+    "edges_vjp",
     "evaluate_loss",
     "functional_loss",
     "grad",
+    "gradient_edges",
     "raw_vjp",
     "vjp",
 ]
@@ -211,6 +215,34 @@ def vjp(
     if kwargs.get("is_grads_batched") and cotangents:
         batch = (int(cotangents[0].shape[0]),)
     return [x.new_zeros((*batch, *x.shape)) if g is None else g for x, g in zip(inputs, got)]
+
+
+Edges = tuple[list[GradientEdge], list[int]]
+"""The gradient edges of some outputs and the positions of the outputs that have a graph (:func:`gradient_edges`)."""
+
+
+def gradient_edges(outputs: Sequence[Tensor]) -> Edges:
+    """What a later VJP of ``outputs`` needs, without their values: the gradient edges of the outputs that have
+    a graph, and their positions among ``outputs``.
+
+    Keeping the edges instead of the tensors keeps the graph behind them alive while the values themselves can
+    be freed: a gradient built with ``create_graph=True`` for Hessian-vector products is one parameter-sized
+    tensor that no product reads.
+    """
+    live = [i for i, t in enumerate(outputs) if t.requires_grad]
+    return [get_gradient_edge(outputs[i]) for i in live], live
+
+
+def edges_vjp(
+    edges: Edges, inputs: Sequence[Tensor], cotangents: Sequence[Tensor], **kwargs: Any
+) -> list[Tensor | None]:
+    """:func:`raw_vjp` of the outputs behind ``edges`` (``cotangents`` has one entry per output, live or not)."""
+    found, live = edges
+    if not found:
+        return [None] * len(inputs)
+    with torch.enable_grad():
+        got = torch.autograd.grad(found, list(inputs), [cotangents[i] for i in live], allow_unused=True, **kwargs)
+    return list(got)
 
 
 def _grads_or_zeros(outputs: list[Tensor], inputs: Tree, cotangents: list[Tensor] | None, **kw: Any) -> Tree:

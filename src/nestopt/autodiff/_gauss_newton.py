@@ -33,11 +33,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor
-from torch.autograd.graph import GradientEdge, get_gradient_edge
 
-from nestopt.autodiff._core import vjp
+from nestopt.autodiff._core import edges_vjp, gradient_edges, vjp
 from nestopt.tree import Tree
 
 __all__ = ["GaussNewtonLoss", "GaussNewtonProducts"]
@@ -88,36 +86,21 @@ class GaussNewtonProducts:
         self.grad_z = vjp([head(self.z_leaf)], [self.z_leaf], create_graph=True)[0]  # its graph: H_head products
         self.u = z.detach().new_zeros(z.shape).requires_grad_(True)
         # J^T u: linear in u, so its VJP in u is J v
-        self._jt = _edges(vjp([z], w, [self.u], create_graph=True))
-        self._rest = None if rest is None or not rest.requires_grad else _edges(vjp([rest], w, create_graph=True))
+        self._jt = gradient_edges(vjp([z], w, [self.u], create_graph=True))
+        self._rest = (
+            None if rest is None or not rest.requires_grad else gradient_edges(vjp([rest], w, create_graph=True))
+        )
 
     def product(self, v: list[Tensor], *, batched: bool = False) -> list[Tensor]:
         """:math:`G v` for ``v`` shaped like ``w`` (with a leading batch dimension when ``batched``)."""
         kw: dict[str, Any] = {"retain_graph": True, "is_grads_batched": batched}
-        jv = _through(self._jt, v, [self.u], kw)[0]
+        jv = edges_vjp(self._jt, [self.u], v, **kw)[0]
         if jv is None:  # the outputs do not depend on w
             jv = self.u.new_zeros((v[0].shape[0], *self.u.shape) if batched else self.u.shape)
         hjv = vjp([self.grad_z], [self.z_leaf], [jv], **kw)[0]
         out = vjp([self.z], self.w, [hjv], **kw)
         if self._rest is not None:
-            for o, r in zip(out, _through(self._rest, v, self.w, kw)):
+            for o, r in zip(out, edges_vjp(self._rest, self.w, v, **kw)):
                 if r is not None:
                     o.add_(r)  # o is a fresh output of this product
         return out
-
-
-_Edges = tuple[list[GradientEdge], list[int]]
-
-
-def _edges(outputs: list[Tensor]) -> _Edges:
-    """The gradient edges of the ``outputs`` that have a graph, and their positions (the values are dropped)."""
-    live = [i for i, t in enumerate(outputs) if t.requires_grad]
-    return [get_gradient_edge(outputs[i]) for i in live], live
-
-
-def _through(edges: _Edges, cotangents: list[Tensor], inputs: list[Tensor], kw: dict[str, Any]) -> list[Tensor | None]:
-    """The VJP of the outputs behind ``edges`` with ``cotangents`` (one per output, live or not)."""
-    found, live = edges
-    if not found:
-        return [None] * len(inputs)
-    return list(torch.autograd.grad(found, inputs, [cotangents[i] for i in live], allow_unused=True, **kw))

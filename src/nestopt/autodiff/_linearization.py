@@ -12,10 +12,11 @@ from nestopt import _rng, tree
 from nestopt.autodiff._core import (
     Counter,
     LossFn,
-    _grads_or_zeros,
     _leaves_requiring_grad,
     check_loss_value,
+    edges_vjp,
     evaluate_loss,
+    gradient_edges,
     raw_vjp,
     vjp,
 )
@@ -56,6 +57,11 @@ class Linearization:
     With ``curvature="gauss-newton"`` the products :meth:`hvp` and :meth:`hvp_batched` are with the
     generalized Gauss-Newton matrix instead of the Hessian (:mod:`nestopt.autodiff._gauss_newton`; the loss
     must expose ``gauss_newton_parts``); the gradient and the mixed products stay exact.
+
+    The gradient's value is available as :attr:`grad` (and its norm as :attr:`grad_norm`). With
+    ``keep_grad=False`` only the norm is kept: the products need the gradient's graph, not its value, so
+    one parameter-sized tensor is freed for as long as the linearization lives (what an implicit
+    hypergradient does: it reads only the norm).
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class Linearization:
         name: str = "inner_loss",
         seed: int | None = None,
         curvature: Curvature = "hessian",
+        keep_grad: bool = True,
     ) -> None:
         if mode not in _MODES:
             raise InvalidArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -100,20 +107,45 @@ class Linearization:
                 value = check_loss_value(head(z) if rest is None else head(z) + rest, name)
             else:
                 value = evaluate_loss(loss, self._w, self._h, batch, name)
-            self._g = vjp([value], [self._w[k] for k in keys], create_graph=(mode == "rev-rev"))
+            g = vjp([value], [self._w[k] for k in keys], create_graph=(mode == "rev-rev"))
             if curvature == "gauss-newton":
                 self._gn = GaussNewtonProducts(z, head, rest, [self._w[k] for k in keys])
         self.counter.grads += 1
         self.last_unused: tuple[str, ...] = ()
         self.value: Tensor = value.detach()
-        self.grad: Tree = {k: g.detach() for k, g in zip(keys, self._g)}
-        if not tree.all_finite(self.grad):
+        self.like: Tree = tree.detach(self._w)
+        """A tree shaped like ``params`` (the point itself, no copy)."""
+        grad = {k: t.detach() for k, t in zip(keys, g)}
+        if not tree.all_finite(grad):
             raise NonFiniteError(f"the gradient of {name} with respect to params contains NaN or inf")
+        self.grad_norm: float = float(tree.norm(grad))
+        """The norm of the gradient :math:`\\|\\nabla_w L\\|`."""
+        self._grad: Tree | None = grad if keep_grad else None
+        self._edges = gradient_edges(g)  # the products go through the gradient's graph, not its value
+        del g, grad
+
+    @property
+    def grad(self) -> Tree:
+        """The gradient :math:`\\nabla_w L` (detached), unless built with ``keep_grad=False``."""
+        if self._grad is None:
+            raise UnsupportedError(
+                "this linearization was built with keep_grad=False and kept only the gradient's norm (grad_norm); "
+                "build it with keep_grad=True to read the gradient"
+            )
+        return self._grad
 
     # -- products ---------------------------------------------------------------------------------
     def _pure(self) -> Callable[[Tree, Tree], Tensor]:
         loss, batch = self._loss, self._batch
         return lambda w, h: loss(w, h, batch)
+
+    def _through_gradient(self, cotangents: list[Tensor], **kw: Any) -> Tree:
+        """The VJP of the gradient's graph with respect to ``params`` (zeros where it does not depend on one)."""
+        got = edges_vjp(self._edges, list(self._w.values()), cotangents, **kw)
+        batch = (int(cotangents[0].shape[0]),) if kw.get("is_grads_batched") and cotangents else ()
+        return {
+            k: w.new_zeros((*batch, *w.shape)) if t is None else t.detach() for (k, w), t in zip(self._w.items(), got)
+        }
 
     def hvp(self, v: Tree) -> Tree:
         """:math:`\\nabla^2_{ww} L \\; v` for a tree ``v`` shaped like ``params`` (or :math:`G v`, the
@@ -123,8 +155,7 @@ class Linearization:
             with torch.enable_grad():
                 return dict(zip(self._w, (g.detach() for g in self._gn.product([v[k] for k in self._w]))))
         if self.mode == "rev-rev":
-            with torch.enable_grad():
-                return tree.detach(_grads_or_zeros(self._g, self._w, [v[k] for k in self._w], retain_graph=True))
+            return self._through_gradient([v[k] for k in self._w], retain_graph=True)
         f = self._pure()
         h = tree.detach(self._h)
 
@@ -144,10 +175,7 @@ class Linearization:
                 out = self._gn.product([vs[k] for k in self._w], batched=True)
             return dict(zip(self._w, (g.detach() for g in out)))
         if self.mode == "rev-rev":
-            keys = list(self._w)
-            cots = [vs[k] for k in keys]
-            got = vjp(self._g, [self._w[k] for k in keys], cots, retain_graph=True, is_grads_batched=True)
-            return {k: g.detach() for k, g in zip(keys, got)}
+            return self._through_gradient([vs[k] for k in self._w], retain_graph=True, is_grads_batched=True)
         f = self._pure()
         h = tree.detach(self._h)
         w = tree.detach(self._w)
@@ -165,8 +193,7 @@ class Linearization:
         self.counter.mixed += 1
         keys = list(self._h)
         if self.mode == "rev-rev":
-            cots = [v[k] for k in self._w]
-            got = raw_vjp(self._g, [self._h[k] for k in keys], cots, retain_graph=True)
+            got = edges_vjp(self._edges, [self._h[k] for k in keys], [v[k] for k in self._w], retain_graph=True)
         else:
             f = self._pure()
             with torch.enable_grad(), _rng.fork(self.seed):
@@ -187,11 +214,13 @@ def linearize(
     name: str = "inner_loss",
     seed: int | None = None,
     curvature: Curvature = "hessian",
+    keep_grad: bool = True,
 ) -> Linearization:
     """Linearize :math:`\\nabla_w L` at ``(params, hparams)`` for repeated curvature and mixed products."""
     return Linearization(
-        loss, params, hparams, batch, mode=mode, counter=counter, name=name, seed=seed, curvature=curvature
-    )
+        loss, params, hparams, batch, mode=mode, counter=counter, name=name, seed=seed, curvature=curvature,
+        keep_grad=keep_grad,
+    )  # fmt: skip
 
 
 def hvp(loss: LossFn, params: Tree, hparams: Tree, batch: Any, v: Tree, *, mode: HVPMode = DEFAULT_HVP_MODE) -> Tree:

@@ -29,7 +29,17 @@ import torch
 
 from nestopt import tree
 from nestopt._validate import positive_int
-from nestopt.autodiff import CURVATURES, DEFAULT_HVP_MODE, Counter, Curvature, HVPMode, LossFn, check_tree, linearize
+from nestopt.autodiff import (
+    CURVATURES,
+    DEFAULT_HVP_MODE,
+    Counter,
+    Curvature,
+    HVPMode,
+    Linearization,
+    LossFn,
+    check_tree,
+    linearize,
+)
 from nestopt.errors import InvalidArgumentError, NonFiniteError, UnsupportedError
 from nestopt.hypergrad._outer import outer_gradients
 from nestopt.hypergrad._reduce import CountedReduce, Reduce, counted, reduced_operator
@@ -60,12 +70,22 @@ def _check_solver(solver: Solver | None) -> Solver:
     return solver
 
 
-def _solve(
+@dataclass
+class _System:
+    """The inner problem linearized at the solution: the operator :math:`H` of :math:`H x = v`, the solver ready
+    for it, and the linearization of the mixed term."""
+
+    mixed_lin: Linearization
+    op: LinearOperator
+    solver: Solver
+    calls_before: int
+
+
+def _system(
     inner_loss: LossFn,
     params: Tree,
     hparams: Tree,
     inner_batch: Any,
-    cotangent: Tree,
     *,
     solver: Solver,
     hessian_batch: Any,
@@ -74,22 +94,33 @@ def _solve(
     seed: int | None,
     curvature: Curvature,
     reduce: CountedReduce,
-) -> tuple[Tree, Solution, tuple[str, ...], float]:
-    """``-(d2 L / d hparams d params) H^{-1} cotangent``, the solve, the hparams the gradient does not read,
-    and the inner gradient's norm."""
+) -> _System:
+    """Linearize the inner gradient and let the solver make its estimates (a Lanczos step, a Nystrom sketch)
+    before the right-hand side is allocated: its vector is then not alive beside the estimate's."""
     separate = hessian_batch is not None and hessian_batch is not inner_batch
     mixed_lin = linearize(
         inner_loss, params, hparams, inner_batch, mode=hvp_mode, counter=counter, seed=seed,
-        curvature="hessian" if separate else curvature,
+        curvature="hessian" if separate else curvature, keep_grad=False,
     )  # fmt: skip
     hess_lin = mixed_lin
     if separate:
         hess_lin = linearize(
-            inner_loss, params, hparams, hessian_batch, mode=hvp_mode, counter=counter, seed=seed, curvature=curvature
-        )
-    solution = solver.solve(reduced_operator(LinearOperator.hessian(hess_lin), reduce), cotangent)
-    mixed = tree.scale_(mixed_lin.mixed_vjp(solution.value), -1.0)  # fresh autograd outputs: negate in place
-    return mixed, solution, mixed_lin.last_unused, float(tree.norm(mixed_lin.grad))
+            inner_loss, params, hparams, hessian_batch, mode=hvp_mode, counter=counter, seed=seed,
+            curvature=curvature, keep_grad=False,
+        )  # fmt: skip
+    op = reduced_operator(LinearOperator.hessian(hess_lin), reduce)
+    before = op.calls
+    return _System(mixed_lin, op, solver.ready(op), before)
+
+
+def _pull_back(system: _System, cotangent: Tree) -> tuple[Tree, Solution, tuple[str, ...], float]:
+    """``-(d2 L / d hparams d params) H^{-1} cotangent``, the solve (its products include the solver's
+    estimates), the hparams the gradient does not read, and the inner gradient's norm."""
+    solution = system.solver.solve(system.op, cotangent)
+    solution.info.hvp_calls = system.op.calls - system.calls_before
+    lin = system.mixed_lin
+    mixed = tree.scale_(lin.mixed_vjp(solution.value), -1.0)  # fresh autograd outputs: negate in place
+    return mixed, solution, lin.last_unused, lin.grad_norm
 
 
 def _info(
@@ -184,11 +215,11 @@ def implicit_vjp(
     solver = _check_solver(solver)
     counter = Counter()
     reducer = counted(reduce)
-    grads, solution, unused, grad_norm = _solve(
-        inner_loss, params, hparams, inner_batch, tree.detach(cotangent), solver=solver,
-        hessian_batch=hessian_batch, hvp_mode=hvp_mode, counter=counter, seed=seed, curvature=curvature,
-        reduce=reducer,
+    system = _system(
+        inner_loss, params, hparams, inner_batch, solver=solver, hessian_batch=hessian_batch, hvp_mode=hvp_mode,
+        counter=counter, seed=seed, curvature=curvature, reduce=reducer,
     )  # fmt: skip
+    grads, solution, unused, grad_norm = _pull_back(system, tree.detach(cotangent))
     grads = reducer(grads)
     _check_finite(grads, solution, "vector-Jacobian product")
     info = _info(solution, counter, float("nan"), grad_norm, solver, curvature, reducer)
@@ -256,14 +287,14 @@ def implicit(
     solver = _check_solver(solver)
     counter = Counter()
     reducer = counted(reduce)
+    system = _system(
+        inner_loss, params, hparams, inner_batch, solver=solver, hessian_batch=hessian_batch, hvp_mode=hvp_mode,
+        counter=counter, seed=seed, curvature=curvature, reduce=reducer,
+    )  # fmt: skip
     outer_value, g_w, g_direct, outer_unused = outer_gradients(
         outer_loss, params, hparams, outer_batch, counter, drop_unused=True, reduce_params=reducer
     )
-    grads, solution, inner_unused, grad_norm = _solve(
-        inner_loss, params, hparams, inner_batch, g_w, solver=solver,
-        hessian_batch=hessian_batch, hvp_mode=hvp_mode, counter=counter, seed=seed, curvature=curvature,
-        reduce=reducer,
-    )  # fmt: skip
+    grads, solution, inner_unused, grad_norm = _pull_back(system, g_w)
     unusable = sorted(set(inner_unused) & set(outer_unused))
     if unusable:
         raise UnsupportedError(

@@ -60,6 +60,7 @@ class Amortized(Solver):
     _prepared: Solver | None = field(default=None, init=False, repr=False, compare=False)
     _since: int = field(default=0, init=False, repr=False, compare=False)
     _builds: int = field(default=0, init=False, repr=False, compare=False)
+    _ready_spent: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.solver, Solver) or isinstance(self.solver, Amortized):
@@ -71,15 +72,12 @@ class Amortized(Solver):
         """Solve ``op x = b``, starting from ``x0`` or (with ``reuse_solution``) the previous solution."""
         if not isinstance(op, LinearOperator):
             raise InvalidArgumentError(f"op must be a nestopt.linalg.LinearOperator, got {type(op).__name__}")
-        before = op.calls
-        if self._prepared is None or self._since >= self.refresh:
-            self._prepared = self.solver.prepare(op, seed=self.seed + self._builds)
-            self._builds += 1
-            self._since = 0
-        spent = op.calls - before
+        spent = self._ready_spent + self._refresh_if_due(op)
+        self._ready_spent = 0
         if x0 is None and self.reuse_solution and self._previous is not None:
             same = set(self._previous) == set(b) and all(self._previous[k].shape == b[k].shape for k in b)
             x0 = self._previous if same else None
+        assert self._prepared is not None  # made by the refresh
         sol = self._prepared.solve(op, b, x0)
         sol.info.hvp_calls += spent
         self._since += 1
@@ -89,9 +87,27 @@ class Amortized(Solver):
 
     __call__ = solve
 
+    def ready(self, op: LinearOperator) -> Amortized:
+        """Make the refresh that the next solve is due (its products are counted in that solve); ``self``."""
+        if not isinstance(op, LinearOperator):
+            raise InvalidArgumentError(f"op must be a nestopt.linalg.LinearOperator, got {type(op).__name__}")
+        self._ready_spent += self._refresh_if_due(op)
+        return self
+
+    def _refresh_if_due(self, op: LinearOperator) -> int:
+        """Prepare the solver on ``op`` if there is no preparation or it is ``refresh`` solves old; the products."""
+        if self._prepared is not None and self._since < self.refresh:
+            return 0
+        before = op.calls
+        self._prepared = self.solver.prepare(op, seed=self.seed + self._builds)
+        self._builds += 1
+        self._since = 0
+        return op.calls - before
+
     def reset(self) -> None:
         """Forget the previous solution and the preparation (a new sequence of systems begins)."""
         self._previous, self._prepared, self._since, self._builds = None, None, 0, 0
+        self._ready_spent = 0
 
     def state_dict(self) -> dict[str, Any]:
         """The previous solution, the preparation and the counters (tensors and plain values)."""

@@ -166,6 +166,16 @@ class Solver:
         """
         return self
 
+    def ready(self, op: LinearOperator) -> Solver:
+        """The solver to apply to ``op``, with whatever it estimates from ``op`` estimated now.
+
+        :meth:`solve` makes its estimates itself when it needs them (a Lanczos step size, a Nystrom sketch);
+        calling this first lets a caller make them before it allocates the right-hand side, so that the
+        estimate's vectors and ``b`` are never alive together (one parameter-sized vector less at the peak of
+        an implicit hypergradient). A solver with nothing to estimate returns itself.
+        """
+        return self
+
     @property
     def prepared(self) -> bool:
         """Whether :meth:`solve` uses the solver as it is (nothing left to estimate from the operator)."""

@@ -118,6 +118,11 @@ class CG(Solver):
             return self
         return dataclasses.replace(self, preconditioner=self.preconditioner.build(op, damping=self.damping, seed=seed))
 
+    def ready(self, op: LinearOperator) -> CG:
+        if isinstance(self.preconditioner, NystromPreconditioner):  # a recipe: build it for this operator
+            return self.prepare(op, seed=self.preconditioner.seed)
+        return self
+
     def prepared_state(self) -> dict[str, Any]:
         if isinstance(self.preconditioner, LowRankPreconditioner):
             return self.preconditioner.state_dict()
@@ -134,8 +139,8 @@ class CG(Solver):
         return tree.add_(av, v, self.damping) if self.damping else av
 
     def _solve(self, op: LinearOperator, b: Tree, x0: Tree | None) -> Solution:
-        if isinstance(self.preconditioner, NystromPreconditioner):  # a recipe: build it for this solve
-            return self.prepare(op, seed=self.preconditioner.seed)._solve(op, b, x0)
+        if isinstance(self.preconditioner, NystromPreconditioner):
+            return self.ready(op)._solve(op, b, x0)
         b_norm = float(tree.norm(b))
         if b_norm == 0.0:
             return Solution(tree.zeros_like(b), SolveInfo(Status.CONVERGED, 0, 0.0, 0))

@@ -123,6 +123,9 @@ class Neumann(Solver):
             )
         return dataclasses.replace(self, alpha=1.0 / bounds.upper)
 
+    def ready(self, op: LinearOperator) -> Neumann:
+        return self.prepare(op, seed=self.seed)
+
     def prepared_state(self) -> dict[str, Any]:
         return {"alpha": self.alpha}
 
@@ -146,7 +149,7 @@ class Neumann(Solver):
 
     def _solve(self, op: LinearOperator, b: tree.Tree, x0: tree.Tree | None) -> Solution:
         if self.alpha == "auto":
-            fixed = self.prepare(op, seed=self.seed)
+            fixed = self.ready(op)
             sol = fixed._solve(op, b, x0)
             note = f"alpha = {float(fixed.alpha):.3g} from {self.estimate_steps} Lanczos steps"
             sol.info.message = "; ".join(t for t in (note, sol.info.message) if t)

@@ -93,7 +93,7 @@ class LinearOperator:
     @classmethod
     def hessian(cls, lin: Linearization) -> LinearOperator:
         """The Hessian :math:`\\nabla^2_{ww} L` of a linearized loss (:func:`nestopt.autodiff.linearize`)."""
-        return cls(lin.hvp, lin.grad, batched_matvec=lin.hvp_batched, symmetric=True)
+        return cls(lin.hvp, lin.like, batched_matvec=lin.hvp_batched, symmetric=True)
 
     @classmethod
     def from_matrix(
