@@ -7,17 +7,20 @@ global weight decay. Joint training tunes the decays given by ``per`` (one per w
 hyperparameters as weights).
 
 The hypergradient is nestopt's amortized single-loop mode (:meth:`nestopt.hypergrad.Implicit.single_loop`): one
-Hessian-vector product per outer step, continuing from the previous outer step's iterate, with the step
+curvature product per outer step, continuing from the previous outer step's iterate, with the step
 :math:`1/\\lambda_{\\max}` estimated by Lanczos; ``benchmarks/amortized.py`` shows that in the same training
-loop it reaches the validation loss of a cold Neumann-5 hypergradient sooner. The full run also measures the
-cold Neumann-5 hypergradient (the configuration of the paper and of earlier versions of this experiment).
+loop it reaches the validation loss of a cold Neumann-5 hypergradient sooner. The curvature is the trainer's
+default, the generalized Gauss-Newton matrix (``--set curvature=hessian`` for the exact Hessian, whose double
+backward peaks higher: ``docs/ift.md``, findings). The full run also measures the cold Neumann-5
+hypergradient (the configuration of the paper and of earlier versions of this experiment).
 
 Time is the median over interleaved repeats of CPU seconds of this process (one thread: immune to other
-programs on the machine). Peak memory is exact tensor-storage bytes, measured by
-:class:`~nestopt.profile.PeakMemory`; it counts what a training run keeps alive: the network, the
-data set, the optimizers' states, the hyperparameters, and everything the steps allocate. The claim uses the
-total (what ``torch.cuda.max_memory_allocated`` reports on a GPU); the metrics also give the extra memory
-beyond the network and the data.
+programs on the machine). Peak memory is the bytes held from the allocator, measured by
+:class:`~nestopt.profile.PeakMemory` (which reads the allocator's events and changes nothing in the
+computation); it counts what a training run keeps alive: the network, the data set, the optimizers' states,
+the hyperparameters, and everything the steps allocate. The claim uses the total (what
+``torch.cuda.max_memory_allocated`` reports on a GPU); the metrics also give the extra memory beyond the network
+and the data.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ FULL = {
     "inner_lr": 1e-3,
     "inner_steps_per_outer": 10,
     "hypergradient": "single-loop",
-    "curvature": "hessian",
+    "curvature": "gauss-newton",
     "refresh": 100,
     "neumann_steps": 5,
     "neumann_alpha": 0.01,
@@ -171,7 +174,7 @@ def claims(m: Metrics, cfg: Config) -> list[Claim]:
         out.append(Claim.at_most(f"time: joint / plain, {what} (CPU seconds, median)", m["time_ratio"][per], TIME))
         out.append(
             Claim.at_most(
-                f"peak memory: joint / plain, {what} (total tensor bytes, as torch.cuda.max_memory_allocated counts)",
+                f"peak memory: joint / plain, {what} (total allocator bytes, as torch.cuda.max_memory_allocated counts)",
                 m["memory_ratio_total"][per],
                 MEMORY,
             )
@@ -216,8 +219,8 @@ def _plot(
     plain_total = memory["plain"]["total"] / mib
     ax2.axhline(MEMORY * plain_total, color="k", ls="--", lw=1, label=f"{MEMORY} x plain")
     ax2.set_xticks(list(x), labels, fontsize=8)
-    ax2.set_ylabel("peak tensor memory (MiB)")
-    ax2.set_title("peak memory (exact tensor bytes)")
+    ax2.set_ylabel("peak memory (MiB)")
+    ax2.set_title("peak memory (allocator bytes)")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -228,7 +231,7 @@ EXPERIMENT = register(
         "ift-cost",
         paper=IFT_PAPER,
         summary=(
-            "Joint training with amortized IFT hypergradients (single-loop: one Hessian-vector product every 10 steps) "
+            "Joint training with amortized IFT hypergradients (single-loop: one Gauss-Newton product every 10 steps) "
             "costs at most 1.5 times the time and 1.5 times the peak memory of plain training of the same network "
             "for as many steps (decays per layer and per weight)."
         ),
@@ -238,10 +241,10 @@ EXPERIMENT = register(
         claims=claims,
         plots=plots,
         figures=("cost",),
-        # Memory: plain training peaks at 8.35 network sizes (network and data included); per layer the joint peak is
-        # 12.39 (1.484x). With one decay per weight the hyperparameters, their Adam moments and the kept iterate add
-        # four before any product (1.48x), and the double backward of a Hessian-vector product holds about four more
-        # at the peak (partial products and out-of-place sums inside autograd): 1.84x (docs/ift.md, findings).
+        # Memory (allocator bytes): plain training peaks at 7.86 network sizes (network and data included); per layer
+        # the joint peak is 10.57 (1.344x; 12.40, 1.578x, with the exact Hessian, whose double backward sums the two
+        # products of each weight matrix out of place). With one decay per weight the hyperparameters, their Adam
+        # moments and the kept iterate add four before any product: 1.907x (docs/ift.md, findings).
         # Time: a hypergradient costs about 3.3 training steps per 10 (a floor near 1.33x); on this shared machine
         # the medians range from 1.15x to 1.8x with load (docs/ift.md, findings).
         known_failures=(
