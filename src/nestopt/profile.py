@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
@@ -122,7 +123,8 @@ class PeakMemory:
                 "PeakMemory(trace=True) inside another profiler session"
             )
         profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
-        profiler.__enter__()
+        with _quiet_stderr():
+            profiler.__enter__()
         self._profiler = profiler
         return self
 
@@ -131,7 +133,8 @@ class PeakMemory:
             self._tracker.__exit__(*exc)
             self.peak = self._tracker.peak
             return
-        self._profiler.__exit__(*exc)
+        with _quiet_stderr():
+            self._profiler.__exit__(*exc)
         self.peak, self._end = _replay(_allocations(self._profiler), self.baseline)
         self._profiler = None
 
@@ -157,6 +160,25 @@ class PeakMemory:
         if self._tracker is None:
             raise RuntimeError("PeakMemory(trace=True) is needed for a breakdown")
         return self._tracker.breakdown()
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the process's standard error (file descriptor 2) for the block: the profiler's native code prints
+    a line on every start and stop."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _storages(tensors: Iterable[Any]) -> dict[int, int]:
