@@ -97,3 +97,46 @@ def test_bad_requests_name_the_problem():
         autodiff.linearize(loss, params, h, batch, curvature="gauss-newton", mode="fwd-rev")
     with pytest.raises(InvalidArgumentError, match="curvature must be one of"):
         hypergrad.Implicit(curvature="fisher")
+
+
+@pytest.mark.parametrize("where", ["rest", "head", "outputs", "everywhere"])
+def test_the_mixed_product_and_the_gradient_are_exact_wherever_the_hyperparameters_enter(where):
+    # G replaces only the curvature: the gradient and d/dlambda (grad . x) are those of the exact loss, whether
+    # lambda enters the penalty, the head (per-example weights) or the outputs (a scaling inside the model)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(10, 3, generator=g, dtype=D), torch.randint(0, 4, (10,), generator=g)
+    params = {"w1": torch.randn(3, 6, generator=g, dtype=D), "w2": torch.randn(6, 4, generator=g, dtype=D)}
+    h = {
+        "wd": torch.rand(3, 6, generator=g, dtype=D),
+        "weights": torch.rand(10, generator=g, dtype=D),
+        "scale": torch.rand(6, generator=g, dtype=D) + 0.5,
+        "unused": torch.tensor(1.0, dtype=D),
+    }
+    on = lambda part: where in (part, "everywhere")
+
+    def outputs(p, hh, b):
+        hidden = torch.tanh(b[0] @ p["w1"])
+        return (hidden * hh["scale"] if on("outputs") else hidden) @ p["w2"]
+
+    def head(z, hh, b):
+        per_example = torch.nn.functional.cross_entropy(z, b[1], reduction="none")
+        return (per_example * hh["weights"]).mean() if on("head") else per_example.mean()
+
+    def rest(p, hh, b):
+        return (hh["wd"] * p["w1"] ** 2).sum() if on("rest") else (p["w1"] ** 4).sum() * 1e-3
+
+    loss = autodiff.GaussNewtonLoss(outputs=outputs, head=head, rest=rest)
+    v = {k: torch.randn(p.shape, generator=g, dtype=D) for k, p in params.items()}
+    gn = autodiff.linearize(loss, params, h, (x, y), curvature="gauss-newton")
+    exact = autodiff.linearize(loss, params, h, (x, y))
+    got, want = gn.mixed_vjp(v), exact.mixed_vjp(v)
+    for k in h:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-10, atol=1e-12)
+    assert gn.last_unused == exact.last_unused and "unused" in gn.last_unused
+    for k in params:
+        torch.testing.assert_close(gn.grad[k], exact.grad[k], rtol=1e-12, atol=1e-14)
+    assert gn.grad_norm == pytest.approx(exact.grad_norm, rel=1e-12)
+    lean = autodiff.linearize(loss, params, h, (x, y), curvature="gauss-newton", keep_grad=False)
+    assert lean.grad_norm == pytest.approx(exact.grad_norm, rel=1e-12)
+    for k, t in lean.mixed_vjp(v).items():
+        torch.testing.assert_close(t, want[k], rtol=1e-10, atol=1e-12)

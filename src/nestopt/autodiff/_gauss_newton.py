@@ -30,12 +30,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor
 
-from nestopt.autodiff._core import edges_vjp, gradient_edges, vjp
+from nestopt.autodiff._core import edges_vjp, gradient_edges, raw_vjp, vjp
 from nestopt.tree import Tree
 
 __all__ = ["GaussNewtonLoss", "GaussNewtonProducts"]
@@ -72,31 +72,57 @@ class GaussNewtonLoss:
 
 
 class GaussNewtonProducts:
-    """Products with :math:`G` at one point, from the outputs ``z`` (with their graph to the leaves ``w``),
-    the head and the rest. Build inside ``torch.enable_grad()``.
+    """Products with :math:`G` at one point, from the outputs ``z`` (with their graph to the leaves ``w`` and
+    ``hparams``), the head and the rest, and the loss's exact gradient and mixed products from the same graphs.
+    Build inside ``torch.enable_grad()``.
 
-    The graphs of :math:`u \\mapsto J^\\top u` and of the rest's gradient are kept through their gradient edges
-    only, not their values (parameter-sized tensors that no product reads), and the rest's product is added into
-    the Gauss-Newton product in place: a product allocates its output and the head's small temporaries.
+    The graph of :math:`u \\mapsto J^\\top u` is built at :math:`u = \\nabla_z \\ell`, so that its value is the
+    head's part of the gradient :math:`\\nabla_w L = J^\\top \\nabla_z \\ell + \\nabla_w R` (:attr:`gradient_parts`)
+    while its VJP in :math:`u` is :math:`J v` at any :math:`u`: one backward pass through the network with
+    ``create_graph`` serves the gradient, the products and the mixed term. The graphs are kept through their
+    gradient edges only, not their values (parameter-sized tensors that no product reads), and the rest's
+    product is added into the Gauss-Newton product in place: a product allocates its output and the head's
+    small temporaries.
+
+    The mixed product :math:`\\partial_\\lambda (\\nabla_w L \\cdot x)` is exact (:meth:`mixed`):
+
+    .. math::  \\partial_\\lambda (x^\\top J^\\top u)\\big|_u + (Jx)^\\top \\partial_\\lambda \\nabla_z \\ell
+               + (\\nabla^2_z \\ell\\, J x)^\\top \\partial_\\lambda z + \\partial_\\lambda (x \\cdot \\nabla_w R),
+
+    each term taken only where :math:`\\lambda` reaches its graph (a weight decay reaches only the last one).
     """
 
-    def __init__(self, z: Tensor, head: Callable[[Tensor], Tensor], rest: Tensor | None, w: list[Tensor]) -> None:
+    def __init__(
+        self, z: Tensor, head: Callable[[Tensor], Tensor], rest: Tensor | None, w: list[Tensor],
+        hparams: Sequence[Tensor] = (),
+    ) -> None:  # fmt: skip
         self.z, self.w = z, w
         self.z_leaf = z.detach().requires_grad_(True)
-        self.grad_z = vjp([head(self.z_leaf)], [self.z_leaf], create_graph=True)[0]  # its graph: H_head products
-        self.u = z.detach().new_zeros(z.shape).requires_grad_(True)
-        # J^T u: linear in u, so its VJP in u is J v
-        self._jt = gradient_edges(vjp([z], w, [self.u], create_graph=True))
-        self._rest = (
-            None if rest is None or not rest.requires_grad else gradient_edges(vjp([rest], w, create_graph=True))
-        )
+        head_value = head(self.z_leaf)
+        self.value = head_value.detach() if rest is None else head_value.detach() + rest.detach()
+        self.grad_z = vjp([head_value], [self.z_leaf], create_graph=True)[0]  # its graph: H_head products
+        self.u = self.grad_z.detach().requires_grad_(True)
+        # J^T u: linear in u, so its VJP in u is J v; at u = grad_z its value is the head's gradient in w
+        jt = vjp([z], w, [self.u], create_graph=True)
+        rest_grad = None if rest is None or not rest.requires_grad else vjp([rest], w, create_graph=True)
+        self.gradient_parts: list[list[Tensor]] | None = [
+            [t.detach() for t in part] for part in (jt, rest_grad) if part is not None
+        ]
+        """The values :math:`J^\\top \\nabla_z \\ell` and :math:`\\nabla_w R` (``None`` once :meth:`drop_gradient` ran)."""
+        self._jt = gradient_edges(jt)
+        self._rest = None if rest_grad is None else gradient_edges(rest_grad)
+        leaves = list(hparams)
+        self._z_reads_h = _reaches(z, leaves)
+        self._head_reads_h = _reaches(self.grad_z, leaves)
+
+    def drop_gradient(self) -> None:
+        """Free the gradient's values (the products and the mixed term do not need them)."""
+        self.gradient_parts = None
 
     def product(self, v: list[Tensor], *, batched: bool = False) -> list[Tensor]:
         """:math:`G v` for ``v`` shaped like ``w`` (with a leading batch dimension when ``batched``)."""
         kw: dict[str, Any] = {"retain_graph": True, "is_grads_batched": batched}
-        jv = edges_vjp(self._jt, [self.u], v, **kw)[0]
-        if jv is None:  # the outputs do not depend on w
-            jv = self.u.new_zeros((v[0].shape[0], *self.u.shape) if batched else self.u.shape)
+        jv = self._jvp(v, kw)
         hjv = vjp([self.grad_z], [self.z_leaf], [jv], **kw)[0]
         out = vjp([self.z], self.w, [hjv], **kw)
         if self._rest is not None:
@@ -104,3 +130,52 @@ class GaussNewtonProducts:
                 if r is not None:
                     o.add_(r)  # o is a fresh output of this product
         return out
+
+    def mixed(self, x: list[Tensor], hparams: list[Tensor]) -> list[Tensor | None]:
+        """:math:`\\partial_\\lambda (\\nabla_w L \\cdot x)` for each of ``hparams`` (``None`` where the gradient
+        does not depend on it)."""
+        kw: dict[str, Any] = {"retain_graph": True}
+        terms: list[list[Tensor | None]] = []
+        if self._rest is not None:
+            terms.append(edges_vjp(self._rest, hparams, x, **kw))
+        if self._z_reads_h or self._head_reads_h:
+            jx = self._jvp(x, kw)
+            if self._head_reads_h:
+                terms.append(raw_vjp([self.grad_z], hparams, [jx], **kw))
+            if self._z_reads_h:
+                hjx = vjp([self.grad_z], [self.z_leaf], [jx], **kw)[0]
+                terms.append(raw_vjp([self.z], hparams, [hjx], **kw))
+                terms.append(edges_vjp(self._jt, hparams, x, **kw))
+        out: list[Tensor | None] = [None] * len(hparams)
+        for term in terms:
+            for i, t in enumerate(term):
+                if t is not None:
+                    out[i] = t if out[i] is None else out[i].add_(t)  # type: ignore[union-attr]
+        return out
+
+    def _jvp(self, v: list[Tensor], kw: dict[str, Any]) -> Tensor:
+        """:math:`J v` (a VJP of :math:`J^\\top u` in :math:`u`); zeros when the outputs do not depend on ``w``."""
+        jv = edges_vjp(self._jt, [self.u], v, **kw)[0]
+        if jv is None:
+            batched = kw.get("is_grads_batched", False)
+            jv = self.u.new_zeros((v[0].shape[0], *self.u.shape) if batched else self.u.shape)
+        return jv
+
+
+def _reaches(t: Tensor, leaves: list[Tensor]) -> bool:
+    """Whether the autograd graph of ``t`` reads any of the leaf tensors ``leaves``."""
+    targets = {id(leaf) for leaf in leaves}
+    if not targets or t.grad_fn is None:
+        return False
+    seen: set[int] = set()
+    stack = [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node holds its leaf
+        if variable is not None and id(variable) in targets:
+            return True
+        stack.extend(fn for fn, _ in node.next_functions if fn is not None)
+    return False

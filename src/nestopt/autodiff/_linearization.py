@@ -100,29 +100,37 @@ class Linearization:
         self._w = _leaves_requiring_grad(params)
         self._h = _leaves_requiring_grad(hparams)
         keys = list(self._w)
+        w = [self._w[k] for k in keys]
+        self._edges = gradient_edges([])
         with torch.enable_grad(), _rng.fork(self.seed):
             if curvature == "gauss-newton":
                 assert parts is not None
                 z, head, rest = evaluate_loss(parts, self._w, self._h, batch, name, scalar=False)
-                value = check_loss_value(head(z) if rest is None else head(z) + rest, name)
+                self._gn = GaussNewtonProducts(z, head, rest, w, hparams=list(self._h.values()))
+                value = check_loss_value(self._gn.value, name)
+                assert self._gn.gradient_parts is not None
+                pieces = self._gn.gradient_parts  # the head's and the rest's parts of the gradient
+                self._gn.drop_gradient()
             else:
                 value = evaluate_loss(loss, self._w, self._h, batch, name)
-            g = vjp([value], [self._w[k] for k in keys], create_graph=(mode == "rev-rev"))
-            if curvature == "gauss-newton":
-                self._gn = GaussNewtonProducts(z, head, rest, [self._w[k] for k in keys])
+                g = vjp([value], w, create_graph=(mode == "rev-rev"))
+                self._edges = gradient_edges(g)  # the products go through the gradient's graph, not its value
+                pieces = [[t.detach() for t in g]]
+                del g
         self.counter.grads += 1
         self.last_unused: tuple[str, ...] = ()
         self.value: Tensor = value.detach()
         self.like: Tree = tree.detach(self._w)
         """A tree shaped like ``params`` (the point itself, no copy)."""
-        grad = {k: t.detach() for k, t in zip(keys, g)}
-        if not tree.all_finite(grad):
+        if not all(tree.all_finite(dict(zip(keys, piece))) for piece in pieces):
             raise NonFiniteError(f"the gradient of {name} with respect to params contains NaN or inf")
-        self.grad_norm: float = float(tree.norm(grad))
+        self.grad_norm: float = _norm_of_sum(pieces)
         """The norm of the gradient :math:`\\|\\nabla_w L\\|`."""
-        self._grad: Tree | None = grad if keep_grad else None
-        self._edges = gradient_edges(g)  # the products go through the gradient's graph, not its value
-        del g, grad
+        self._grad: Tree | None = None
+        if keep_grad:
+            first, *others = pieces
+            self._grad = {k: first[i] + sum(p[i] for p in others) if others else first[i] for i, k in enumerate(keys)}
+        del pieces
 
     @property
     def grad(self) -> Tree:
@@ -192,7 +200,10 @@ class Linearization:
         """
         self.counter.mixed += 1
         keys = list(self._h)
-        if self.mode == "rev-rev":
+        if self._gn is not None:
+            with torch.enable_grad():
+                got = self._gn.mixed([v[k] for k in self._w], [self._h[k] for k in keys])
+        elif self.mode == "rev-rev":
             got = edges_vjp(self._edges, [self._h[k] for k in keys], [v[k] for k in self._w], retain_graph=True)
         else:
             f = self._pure()
@@ -201,6 +212,17 @@ class Linearization:
             got = raw_vjp([directional], [self._h[k] for k in keys])
         self.last_unused = tuple(k for k, g in zip(keys, got) if g is None)
         return {k: torch.zeros_like(self._h[k]) if g is None else g.detach() for k, g in zip(keys, got)}
+
+
+def _norm_of_sum(pieces: list[list[Tensor]]) -> float:
+    """:math:`\\|\\sum_p \\text{pieces}_p\\|` over every leaf, without forming the sum."""
+    dots: list[Tensor] = []
+    for leaves in zip(*pieces):
+        flat = [t.reshape(-1) for t in leaves]
+        for i, a in enumerate(flat):
+            dots.append(torch.dot(a, a).double())
+            dots.extend(2.0 * torch.dot(a, b).double() for b in flat[i + 1 :])
+    return max(float(torch.stack(dots).sum()), 0.0) ** 0.5 if dots else 0.0  # one host read
 
 
 def linearize(
