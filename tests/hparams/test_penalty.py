@@ -83,3 +83,33 @@ def test_weight_decay_products_need_less_memory_than_the_elementwise_penalty():
     # the graph keeps only the gradient; a product or mixed term allocates its output and one temporary at most
     assert lean[0] <= 1.0 + 1e-3 < naive[0]
     assert lean[1] <= 2.0 < naive[1] and lean[2] <= 2.0 < naive[2]
+
+
+def test_the_decays_gradient_has_its_own_forward_and_backward_derivatives():
+    lam, w = _inputs(shared=False)
+    lam0, w0 = lam.detach(), w.detach()
+    grad_lam = lambda pen: torch.func.grad(lambda l_: pen(l_, w0))
+    for direction in (torch.ones_like(lam0), torch.randn_like(lam0)):
+        mine = torch.func.jvp(grad_lam(decay_penalty), (lam0,), (direction,))[1]
+        ref = torch.func.jvp(grad_lam(_reference), (lam0,), (direction,))[1]
+        torch.testing.assert_close(mine, ref)
+    dlam = torch.autograd.grad(decay_penalty(lam, w), lam, create_graph=True)[0]
+    u = torch.randn_like(lam)
+    got = torch.autograd.grad(dlam, [lam, w], u)
+    want = torch.autograd.grad(torch.autograd.grad(_reference(lam, w), lam, create_graph=True)[0], [lam, w], u)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_gradient_with_create_graph_allocates_its_outputs_and_no_product_graph():
+    # the gradient in w with create_graph, per-weight decays requiring grad (a linearization): the penalty's
+    # backward also computes the decays' gradient, which nobody asked for; both are one fused buffer each
+    lam = torch.zeros(200_000, dtype=D, requires_grad=True)
+    w = torch.ones(200_000, dtype=D, requires_grad=True)
+    size = 8 * 200_000
+    with PeakMemory(count=[lam, w]) as mem:
+        value = decay_penalty(lam, w)
+        (g,) = torch.autograd.grad(value, w, create_graph=True)
+    assert mem.extra <= 2 * size + 4096  # the gradient and the transient gradient in the decays
+    assert mem.current - mem.baseline <= size + 4096  # afterwards: the gradient (its graph saves only inputs)
+    del g
