@@ -318,7 +318,9 @@ EXPERIMENT = register(
         # Given 60 s, TPE's ~40 trials end lower than any IFT run; IFT gets close far sooner (quick: IFT wins).
         known_failures=(
             KnownFailure("IFT best validation loss minus TPE's best", "docs/ift.md, findings", quick=False),
-            KnownFailure("seconds for IFT to reach TPE's best", "docs/ift.md, findings", quick=False),
+            # quick: TPE finishes two trials in the 8 s budget, and the ratio (0.86 alone) crosses 1 under the load
+            # of a parallel test run (1.02 and 1.105 seen): a race within the machine's noise (docs/ift.md)
+            KnownFailure("seconds for IFT to reach TPE's best", "docs/ift.md, findings"),
         ),
     )
 )
