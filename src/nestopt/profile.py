@@ -195,10 +195,15 @@ def _storages(tensors: Iterable[Any]) -> dict[int, int]:
 def _allocations(profiler: Any) -> list[tuple[int, int]]:
     """The allocation events of a finished profiler session, in time order: ``(address, bytes)``, the bytes
     negative for a free."""
-    from torch._C._profiler import _EventType
+    try:  # the event tree that torch.profiler's own memory timeline reads
+        from torch._C._profiler import _EventType
 
+        stack = list(profiler.profiler.kineto_results.experimental_event_tree())
+    except (ImportError, AttributeError) as err:
+        raise UnsupportedError(
+            f"this torch's profiler does not expose its allocation events ({err}); use PeakMemory(trace=True)"
+        ) from err
     found = []
-    stack = list(profiler.profiler.kineto_results.experimental_event_tree())
     while stack:
         node = stack.pop()
         stack.extend(node.children)
@@ -217,7 +222,7 @@ def _replay(events: list[tuple[int, int]], baseline: int) -> tuple[int, int]:
         if size > 0:
             alive[ptr] = size
             current += size
-        elif ptr in alive:  # frees of memory allocated before the block are not reported
+        elif ptr in alive:  # a free of memory allocated before the block is not part of its total
             current -= alive.pop(ptr)
         peak = max(peak, current)
     return peak, current
