@@ -113,3 +113,25 @@ def test_a_gradient_with_create_graph_allocates_its_outputs_and_no_product_graph
     assert mem.extra <= 2 * size + 4096  # the gradient and the transient gradient in the decays
     assert mem.current - mem.baseline <= size + 4096  # afterwards: the gradient (its graph saves only inputs)
     del g
+
+
+def test_constant_per_weight_decays_take_the_cheaper_path_with_the_same_derivatives():
+    # the inner steps of a training run: decays without a gradient, so e^lam w is kept from the forward pass
+    lam, w = _inputs(shared=False)
+    lam0 = lam.detach()
+    value = decay_penalty(lam0, w)
+    assert type(value.grad_fn).__name__.startswith("_FixedDecayPenalty")
+    torch.testing.assert_close(value, _reference(lam0, w))
+    (g,) = torch.autograd.grad(value, w, create_graph=True)
+    torch.testing.assert_close(g, torch.autograd.grad(_reference(lam0, w), w)[0])
+    v = torch.randn_like(w)
+    torch.testing.assert_close(torch.autograd.grad(g, w, v)[0], 2.0 * lam0.exp() * v)  # the HVP
+    assert torch.autograd.gradcheck(lambda x: decay_penalty(lam0, x), (w,))
+    assert torch.autograd.gradgradcheck(lambda x: decay_penalty(lam0, x), (w,))
+    assert torch.autograd.gradcheck(lambda x: decay_penalty(lam0, x), (w,), check_forward_ad=True,
+                                    check_backward_ad=False, check_undefined_grad=False,
+                                    check_batched_grad=False)  # fmt: skip
+    with torch.autograd.forward_ad.dual_level():  # a tangent on the decays too
+        dual = torch.autograd.forward_ad.make_dual(lam0, torch.ones_like(lam0))
+        tangent = torch.autograd.forward_ad.unpack_dual(decay_penalty(dual, w.detach())).tangent
+    torch.testing.assert_close(tangent, _reference(lam0, w.detach()))  # d/dt sum e^(lam + t) w^2 at t = 0
