@@ -52,7 +52,16 @@ def _mul(a: Tensor, b: Tensor | float) -> Tensor:
     return a.mul_(b)
 
 
-class _DecayGrad(torch.autograd.Function):
+class _SavesInputs(torch.autograd.Function):
+    """A function whose derivatives read only its inputs: it saves them, for reverse and forward mode."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+
+class _DecayGrad(_SavesInputs):
     """:math:`2 g e^\\lambda w` (the penalty's gradient in ``w``), with its own derivatives."""
 
     generate_vmap_rule = True
@@ -62,11 +71,6 @@ class _DecayGrad(torch.autograd.Function):
         if _scalar(lam):
             return w * (2.0 * g * lam.exp()).reshape(())
         return _mul(_mul(lam.exp(), w), 2.0 * g)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        ctx.save_for_backward(*inputs)
-        ctx.save_for_forward(*inputs)
 
     @staticmethod
     def backward(ctx: Any, v: Tensor) -> tuple[Tensor | None, ...]:
@@ -97,7 +101,7 @@ class _DecayGrad(torch.autograd.Function):
         return out
 
 
-class _DecayLamGrad(torch.autograd.Function):
+class _DecayLamGrad(_SavesInputs):
     """:math:`g e^\\lambda w^2` (the penalty's gradient in a per-weight ``lam``), with its own derivatives: a
     backward pass with ``create_graph`` that computes it (any second-order linearization, whether or not it
     asks for the decays' gradient) then allocates one buffer, not a product's graph of three."""
@@ -107,11 +111,6 @@ class _DecayLamGrad(torch.autograd.Function):
     @staticmethod
     def forward(g: Tensor, lam: Tensor, w: Tensor) -> Tensor:
         return _mul(_mul(_mul(lam.exp(), w), w), g)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        ctx.save_for_backward(*inputs)
-        ctx.save_for_forward(*inputs)
 
     @staticmethod
     def backward(ctx: Any, v: Tensor) -> tuple[Tensor | None, ...]:
@@ -139,7 +138,7 @@ class _DecayLamGrad(torch.autograd.Function):
         return out
 
 
-class _DecayPenalty(torch.autograd.Function):
+class _DecayPenalty(_SavesInputs):
     """:math:`\\sum_j e^{\\lambda_j} w_j^2` for one tensor ``w`` (``lam`` one scalar or shaped like ``w``)."""
 
     generate_vmap_rule = True
@@ -150,11 +149,6 @@ class _DecayPenalty(torch.autograd.Function):
             return lam.exp().reshape(()) * _dot(w, w)
         lf, wf = lam.reshape(-1), w.reshape(-1)
         return torch.stack([_dot(ws * ls.exp(), ws) for ls, ws in zip(lf.split(_CHUNK), wf.split(_CHUNK))]).sum()
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        ctx.save_for_backward(*inputs)
-        ctx.save_for_forward(*inputs)
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
