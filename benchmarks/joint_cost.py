@@ -25,7 +25,9 @@ import torch
 
 from _report import env_line, environment, parser, synchronizer, write
 from nestopt import data
+from nestopt.errors import InvalidArgumentError, NestoptError
 from nestopt.experiments import ift_cost
+from nestopt.experiments.settings import parse_setting
 from nestopt.profile import PeakMemory
 
 
@@ -69,12 +71,17 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting of ift-cost")
     args = ap.parse_args()
     env = environment(args.threads, args.device)
-    cfg = dict(ift_cost.QUICK if args.quick else ift_cost.FULL)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in cfg or not isinstance(cfg[key], str):
-            ap.error(f"--set {item}: only the text settings of ift-cost can be set here ({key!r} is not one)")
-        cfg[key] = value
+    exp = ift_cost.EXPERIMENT
+    try:  # the settings of `nestopt run ift-cost --set`, parsed and checked the same way
+        overrides = {}
+        for item in args.set:
+            key, sep, raw = item.partition("=")
+            if not sep or key not in exp.full:
+                raise InvalidArgumentError(f"expects KEY=VALUE with KEY a setting of ift-cost: {sorted(exp.full)}")
+            overrides[key] = parse_setting(key, raw, exp.full[key])
+        cfg = dict(exp.config(args.quick, overrides))
+    except NestoptError as err:
+        ap.error(f"--set: {err}")
     if args.quick:
         cfg.update(steps=40, repeats=1, memory_steps=20, n_train=512, hidden=[64, 64])
     if args.breakdown:
