@@ -106,7 +106,7 @@ class PeakMemory:
 
     def __init__(self, *, count: Iterable[torch.Tensor] = (), trace: bool = False, depth: int = 2) -> None:
         self.trace = bool(trace)
-        self._tracker = _StorageTracker(count=count, trace=True, depth=depth) if self.trace else None
+        self._tracker = _StorageTracker(count=count, depth=depth) if self.trace else None
         self.baseline = self._tracker.baseline if self._tracker is not None else sum(_storages(count).values())
         self.peak = self.baseline
         self._end: int | None = None
@@ -231,13 +231,13 @@ def _replay(events: list[tuple[int, int]], baseline: int) -> tuple[int, int]:
 class _StorageTracker(TorchDispatchMode):
     """:class:`PeakMemory`'s traced mode: live tensor storages, their peak, and where each was made."""
 
-    def __init__(self, *, count: Iterable[torch.Tensor] = (), trace: bool = False, depth: int = 2) -> None:
+    def __init__(self, *, count: Iterable[torch.Tensor] = (), depth: int = 2) -> None:
         super().__init__()
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
         self._current = 0
         self.peak = 0
         self.baseline = 0
-        self.trace, self.depth = bool(trace), int(depth)
+        self.depth = int(depth)
         self._origin: dict[int, str] = {}
         self._at_peak: dict[str, int] = {}
         self._label = "counted"
@@ -247,10 +247,6 @@ class _StorageTracker(TorchDispatchMode):
     def current(self) -> int:
         self._collect()
         return self._current
-
-    @property
-    def extra(self) -> int:
-        return self.peak - self.baseline
 
     def add(self, tensors: Iterable[Any]) -> int:
         """Count the storages of ``tensors`` (anything else is ignored) from now on; returns the bytes added."""
@@ -263,25 +259,18 @@ class _StorageTracker(TorchDispatchMode):
         return added
 
     def breakdown(self) -> list[tuple[str, int]]:
-        """With ``trace=True``: the storages alive at the peak, summed by origin, largest first.
-
-        An origin is ``"op <- file:line function <- ..."``: the operator that made the storage and the
-        innermost calling frames outside torch; ``"counted"`` are the tensors given to ``count``/:meth:`add`.
-        """
-        if not self.trace:
-            raise RuntimeError("PeakMemory(trace=True) is needed for a breakdown")
+        """The storages alive at the peak, summed by origin, largest first (see :meth:`PeakMemory.breakdown`)."""
         return sorted(self._at_peak.items(), key=lambda item: -item[1])
 
     def _new_peak(self) -> None:
         if self._current <= self.peak:
             return
         self.peak = self._current
-        if self.trace:
-            sums: dict[str, int] = {}
-            for key, (_, nbytes) in self.live.items():
-                what = self._origin.get(key, "?")
-                sums[what] = sums.get(what, 0) + nbytes
-            self._at_peak = sums
+        sums: dict[str, int] = {}
+        for key, (_, nbytes) in self.live.items():
+            what = self._origin.get(key, "?")
+            sums[what] = sums.get(what, 0) + nbytes
+        self._at_peak = sums
 
     def _where(self, func: Any) -> str:
         frames: list[str] = []
@@ -306,8 +295,7 @@ class _StorageTracker(TorchDispatchMode):
             return 0
         self.live[key] = (StorageWeakRef(storage), nbytes)
         self._current += nbytes
-        if self.trace:
-            self._origin[key] = self._label
+        self._origin[key] = self._label
         return nbytes
 
     def _collect(self) -> None:
@@ -326,8 +314,7 @@ class _StorageTracker(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         # storages freed since the last operator are dropped first: a new storage may reuse their address
         self._collect()
-        if self.trace:
-            self._label = self._where(func)
+        self._label = self._where(func)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 with contextlib.suppress(RuntimeError, NotImplementedError):
