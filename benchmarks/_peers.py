@@ -334,7 +334,8 @@ def nestopt_loop(strategy: hypergrad.Implicit, inner: Any, outer: Any) -> LoopHy
 
 
 def torchopt_loop(inner: Any, outer: Any, keys: list[str], hkeys: list[str], solver: str, steps: int,
-                  alpha: float) -> LoopHypergradient:  # fmt: skip
+                  ridge: float | None = None, *, alpha: float) -> LoopHypergradient:  # fmt: skip
+    """TorchOpt's ``custom_root`` in the training loop; ``ridge`` is ``solve_cg``'s damping (CG only)."""
     _require("torchopt")
     import torchopt
 
@@ -345,7 +346,7 @@ def torchopt_loop(inner: Any, outer: Any, keys: list[str], hkeys: list[str], sol
     if solver == "neumann":
         solve = torchopt.linear_solve.solve_inv(ns=True, maxiter=steps, alpha=alpha)
     else:
-        solve = torchopt.linear_solve.solve_cg(maxiter=steps, rtol=0.0, atol=0.0)
+        solve = torchopt.linear_solve.solve_cg(maxiter=steps, rtol=0.0, atol=0.0, ridge=ridge)
 
     @torchopt.diff.implicit.custom_root(optimality, argnums=1, solve=solve)
     def solved(w: tuple[torch.Tensor, ...], h: tuple[torch.Tensor, ...], batch: Any) -> tuple[torch.Tensor, ...]:
