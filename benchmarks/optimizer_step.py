@@ -1,6 +1,6 @@
 """Optimizer step time: complex momentum and complex Adam against torch's SGD-momentum and Adam.
 
-3M float32 parameters in three large tensors (1500x1000, 1000x1000, 500x1000), one thread, gradients fixed.
+3M float32 parameters (by default) in three large tensors (1500x1000, 1000x1000, 500x1000), one thread, gradients fixed.
 Every optimizer is timed round-robin (one sample of each per round, a sample being ``--steps`` steps) and the
 ratio of a pair is the median over rounds of the ratio within a round, so that load changes on a shared
 machine hit both alike. Targets: ``ComplexMomentum / torch.optim.SGD(momentum=0.9, foreach=True)`` and
@@ -30,10 +30,15 @@ So the plain ``_foreach`` path of the complex methods cannot reach the target (2
 their references); the fused path (``fused=True``: ``torch.compile`` of the same in-place kernel, one pass per
 tensor) can. Both are measured. The first fused step compiles (its time is reported separately).
 
-    python benchmarks/optimizer_step.py [--quick] [--repeats 30] [--steps 5] [--threads 1] [--out DIR]
+The cost per pass depends on where the buffers live: at 3M parameters a buffer is 12 MB, so torch's SGD
+(parameters, gradients, one buffer: 36 MB) nearly fits a 32 MB last-level cache where complex momentum (two
+buffers: 48 MB) does not; ``--size 300k`` and ``--size 30M`` measure the step in cache and in main memory
+(results ``optimizer_step_300k`` and ``optimizer_step_30M``).
+
+    python benchmarks/optimizer_step.py [--quick] [--size 3M] [--repeats 30] [--steps 5] [--threads 1] [--out DIR]
 
 ``--quick`` (30k parameters, 3 rounds) writes to a scratch folder unless ``--out`` is given; a full run writes
-``benchmarks/results/optimizer_step.{json,md}``.
+``benchmarks/results/optimizer_step.{json,md}`` (``optimizer_step_SIZE`` for another ``--size``).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from nestopt import optim
 from nestopt.optim import _fused
 
 SHAPES = [(1500, 1000), (1000, 1000), (500, 1000)]
+SIZES = {"300k": 0.1, "3M": 1.0, "30M": 10.0}  # --size: the rows of every tensor of SHAPES, scaled
 QUICK_SHAPES = [(150, 100), (100, 100), (50, 100)]
 LR = 1e-4
 BETA = cmath.rect(0.9, math.pi / 8)
@@ -123,10 +129,11 @@ def main() -> None:
     ap = parser(__doc__)
     ap.set_defaults(repeats=30)
     ap.add_argument("--steps", type=int, default=5, help="optimizer steps per timed sample")
+    ap.add_argument("--size", choices=list(SIZES), default="3M", help="parameters (the target's size: 3M)")
     args = ap.parse_args()
     out = args.out
     env = environment(args.threads)
-    shapes = QUICK_SHAPES if args.quick else SHAPES
+    shapes = QUICK_SHAPES if args.quick else [(round(rows * SIZES[args.size]), cols) for rows, cols in SHAPES]
     rounds = 3 if args.quick else args.repeats
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -149,12 +156,14 @@ def main() -> None:
         for a, b, t in RATIOS if t is not None
     ]  # fmt: skip
     cmd = "python benchmarks/optimizer_step.py" + (" --quick" if args.quick else f" --repeats {args.repeats}")
+    cmd += "" if args.quick or args.size == "3M" else f" --size {args.size}"
     result = {
         "benchmark": "optimizer_step", "environment": env, "command": cmd, "params": problem["params"],
         "shapes": shapes, "rounds": rounds, "steps_per_sample": args.steps, "rows": rows, "ratios": m["ratios"],
         "targets": targets, "fused_fallback": fallback, "warnings": sorted({str(w.message) for w in caught}),
     }  # fmt: skip
-    write(out, "optimizer_step", result, markdown(result, env))
+    name = "optimizer_step" if args.quick or args.size == "3M" else f"optimizer_step_{args.size}"
+    write(out, name, result, markdown(result, env))
 
 
 def markdown(r: dict[str, Any], env: dict[str, Any]) -> list[str]:
