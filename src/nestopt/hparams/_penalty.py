@@ -10,9 +10,12 @@ derivatives are written out:
            \\partial_\\lambda (2 g e^\\lambda w)\\, v = 2 g\\, e^\\lambda w v,
 
 each computed into one fresh buffer, and the graph saves only :math:`\\lambda` and :math:`w` themselves (the
-coefficient :math:`e^\\lambda` is recomputed where needed). Forward mode (``torch.func.jvp``) and ``vmap``
-(batched products) are supported; ``tests/hparams/test_penalty.py`` checks every derivative against the
-elementwise formula, ``gradcheck`` and ``gradgradcheck`` in float64.
+coefficient :math:`e^\\lambda` is recomputed where needed). A backward pass computes only the derivatives it asks
+for: a Hessian-vector product (the weights' gradient) skips the decays' derivative, a mixed product the
+weights', and a linearization (the weights' gradient with ``create_graph``) the decays' gradient; the engine
+says which inputs the pass reaches, through views that the penalty puts in front of leaf inputs. Forward mode
+(``torch.func.jvp``) and ``vmap`` (batched products) are supported; ``tests/hparams/test_penalty.py`` checks
+every derivative against the elementwise formula, ``gradcheck`` and ``gradgradcheck`` in float64.
 
 With per-weight decays that are constants (no gradient, no transform: the inner steps of a training run) the
 forward pass keeps :math:`e^\\lambda w` for the backward pass instead (one buffer for the step's duration): one
@@ -52,6 +55,33 @@ def _mul(a: Tensor, b: Tensor | float) -> Tensor:
     return a.mul_(b)
 
 
+def _edge(t: Tensor) -> Tensor:
+    """``t`` behind a view of its own when it is a leaf that requires grad: the functions below then ask the engine
+    whether the backward pass now running reaches it (:func:`_wanted`), which the engine cannot say for a leaf
+    under ``torch.autograd.grad``."""
+    return t.view_as(t) if t.requires_grad and t.grad_fn is None else t
+
+
+def _wanted(ctx: Any, i: int) -> bool:
+    """Whether the backward pass now running uses the gradient of input ``i``.
+
+    ``ctx.needs_input_grad`` says only whether the input requires grad. A Hessian-vector product asks for the
+    weights' gradient alone and a mixed product for the decays' alone; the engine knows which of the graph's
+    nodes such a pass executes (``torch.autograd.grad(..., inputs)`` prunes the rest), so the derivative that
+    nobody reads is not computed: in an implicit hypergradient with per-weight decays, one ``exp`` and one
+    parameter-sized buffer per tensor in every product. Where the engine cannot say (no pass running, as under
+    ``torch.func`` transforms; a bare leaf), the gradient is computed."""
+    if not ctx.needs_input_grad[i]:
+        return False
+    try:
+        if torch._C._current_graph_task_id() == -1:
+            return True
+        node = ctx.next_functions[i][0]
+        return node is None or bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):
+        return True
+
+
 class _SavesInputs(torch.autograd.Function):
     """A function whose derivatives read only its inputs: it saves them, for reverse and forward mode."""
 
@@ -76,14 +106,14 @@ class _DecayGrad(_SavesInputs):
     def backward(ctx: Any, v: Tensor) -> tuple[Tensor | None, ...]:
         g, lam, w = ctx.saved_tensors
         dg = dlam = dw = None
-        if ctx.needs_input_grad[0]:
+        if _wanted(ctx, 0):
             dg = (2.0 * _dot(w * lam.exp(), v)).reshape(g.shape)
-        if ctx.needs_input_grad[1]:
+        if _wanted(ctx, 1):
             if _scalar(lam):
                 dlam = (2.0 * g * lam.exp() * _dot(w, v)).reshape(lam.shape)
             else:
                 dlam = _mul(_mul(_mul(lam.exp(), v), w), 2.0 * g)
-        if ctx.needs_input_grad[2]:
+        if _wanted(ctx, 2):
             dw = v * (2.0 * g * lam.exp()).reshape(()) if _scalar(lam) else _mul(_mul(lam.exp(), v), 2.0 * g)
         return dg, dlam, dw
 
@@ -116,11 +146,11 @@ class _DecayLamGrad(_SavesInputs):
     def backward(ctx: Any, v: Tensor) -> tuple[Tensor | None, ...]:
         g, lam, w = ctx.saved_tensors
         dg = dlam = dw = None
-        if ctx.needs_input_grad[0]:
+        if _wanted(ctx, 0):
             dg = _dot(_mul(_mul(lam.exp(), w), w), v).reshape(g.shape)
-        if ctx.needs_input_grad[1]:
+        if _wanted(ctx, 1):
             dlam = _mul(_mul(_mul(_mul(lam.exp(), w), w), v), g)
-        if ctx.needs_input_grad[2]:
+        if _wanted(ctx, 2):
             dw = _mul(_mul(_mul(lam.exp(), w), v), 2.0 * g)
         return dg, dlam, dw
 
@@ -154,14 +184,14 @@ class _DecayPenalty(_SavesInputs):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         lam, w = ctx.saved_tensors
         dlam = dw = None
-        if ctx.needs_input_grad[0]:
+        if _wanted(ctx, 0):
             if _scalar(lam):
                 dlam = (g * lam.exp() * _dot(w, w)).reshape(lam.shape)
             elif torch.is_grad_enabled():  # create_graph: one fused buffer with its own derivatives
                 dlam = _DecayLamGrad.apply(g, lam, w)
             else:
                 dlam = _mul(_mul(_mul(lam.exp(), w), w), g)
-        if ctx.needs_input_grad[1]:
+        if _wanted(ctx, 1):
             dw = _DecayGrad.apply(g, lam, w)
         return dlam, dw
 
@@ -224,4 +254,4 @@ def decay_penalty(lam: Tensor, w: Tensor) -> Tensor:
     """
     if not _scalar(lam) and not lam.requires_grad and not _wrapped(lam) and not _wrapped(w):
         return _FixedDecayPenalty.apply(lam, w)  # constant decays: cheaper steps, one buffer kept per step
-    return _DecayPenalty.apply(lam, w)
+    return _DecayPenalty.apply(_edge(lam), _edge(w))
