@@ -115,26 +115,41 @@ def test_a_gradient_with_create_graph_allocates_its_outputs_and_no_product_graph
     del g
 
 
-def test_every_pass_computes_the_derivatives_it_asks_for_and_only_those():
+def test_a_product_skips_the_decays_derivative_that_it_does_not_ask_for():
     lam = torch.randn(100_000, dtype=D, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
     w = torch.randn(100_000, dtype=D, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
     size, c = 8 * 100_000, lam.detach().exp()
     g = torch.autograd.grad(decay_penalty(lam, w), w, create_graph=True)[0]
     v = torch.randn_like(w)
-    for inputs, want in (
-        ([w], [2 * c * v]),
-        ([lam], [2 * c * w.detach() * v]),
-        ([w, lam], [2 * c * v, 2 * c * w.detach() * v]),
+    # a Hessian-vector product: the weights' derivative alone (the decays' is skipped); a mixed product also
+    # computes the weights' derivative, since the engine cannot say whether a pass reaches a leaf
+    for inputs, want, buffers in (
+        ([w], [2 * c * v], 1),
+        ([lam], [2 * c * w.detach() * v], 2),
+        ([w, lam], [2 * c * v, 2 * c * w.detach() * v], 2),
     ):
         with PeakMemory() as mem:
             got = torch.autograd.grad(g, inputs, v, retain_graph=True)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b)
-        assert mem.extra <= len(inputs) * size + 4096  # a Hessian-vector product or a mixed term: one buffer
+        assert mem.extra <= buffers * size + 4096, inputs
     # a pass without inputs (``backward``) reaches every leaf: both gradients accumulate
     (g * v).sum().backward()
     torch.testing.assert_close(w.grad, 2 * c * v)
     torch.testing.assert_close(lam.grad, 2 * c * w.detach() * v)
+
+
+def test_the_weights_gradient_from_the_network_and_the_penalty_is_summed_in_place():
+    # plain training: the penalty's gradient and the network's meet in one buffer per weight (a view in front of
+    # the weights would make autograd sum them out of place: a third buffer)
+    torch.manual_seed(0)
+    net = torch.nn.Linear(1000, 500)
+    x, lam = torch.randn(8, 1000), torch.tensor(-3.0)
+    size = 4 * sum(p.numel() for p in net.parameters())
+    with PeakMemory(count=[*net.parameters(), x]) as mem:
+        loss = net(x).square().mean() + sum(decay_penalty(lam, p) for p in net.parameters())
+        loss.backward()
+    assert mem.extra <= 2 * size + 65536  # the gradients and one transient product per weight
 
 
 def test_constant_per_weight_decays_take_the_cheaper_path_with_the_same_derivatives():

@@ -10,10 +10,12 @@ derivatives are written out:
            \\partial_\\lambda (2 g e^\\lambda w)\\, v = 2 g\\, e^\\lambda w v,
 
 each computed into one fresh buffer, and the graph saves only :math:`\\lambda` and :math:`w` themselves (the
-coefficient :math:`e^\\lambda` is recomputed where needed). A backward pass computes only the derivatives it asks
-for: a Hessian-vector product (the weights' gradient) skips the decays' derivative, a mixed product the
-weights', and a linearization (the weights' gradient with ``create_graph``) the decays' gradient; the engine
-says which inputs the pass reaches, through views that the penalty puts in front of leaf inputs. Forward mode
+coefficient :math:`e^\\lambda` is recomputed where needed). A backward pass skips the decays' derivatives when it
+does not ask for them: a Hessian-vector product and a linearization (the weights' gradient, with
+``create_graph``) then allocate one buffer instead of two. The engine says which inputs a pass reaches, through a
+view that the penalty puts in front of leaf decays. The weights get no such view (autograd would then sum their
+gradient from the network and from the penalty out of place, a buffer more in every training step), so a mixed
+product still computes the weights' derivative beside the decays'. Forward mode
 (``torch.func.jvp``) and ``vmap`` (batched products) are supported; ``tests/hparams/test_penalty.py`` checks
 every derivative against the elementwise formula, ``gradcheck`` and ``gradgradcheck`` in float64.
 
@@ -56,9 +58,9 @@ def _mul(a: Tensor, b: Tensor | float) -> Tensor:
 
 
 def _edge(t: Tensor) -> Tensor:
-    """``t`` behind a view of its own when it is a leaf that requires grad: the functions below then ask the engine
-    whether the backward pass now running reaches it (:func:`_wanted`), which the engine cannot say for a leaf
-    under ``torch.autograd.grad``."""
+    """``t`` behind a view of its own when it is a leaf that requires grad: the functions below can then ask the
+    engine whether the backward pass now running reaches it (:func:`_wanted`), which the engine cannot say of a
+    leaf under ``torch.autograd.grad``. Only for the decays: see :func:`decay_penalty`."""
     return t.view_as(t) if t.requires_grad and t.grad_fn is None else t
 
 
@@ -70,7 +72,7 @@ def _wanted(ctx: Any, i: int) -> bool:
     nodes such a pass executes (``torch.autograd.grad(..., inputs)`` prunes the rest), so the derivative that
     nobody reads is not computed: in an implicit hypergradient with per-weight decays, one ``exp`` and one
     parameter-sized buffer per tensor in every product. Where the engine cannot say (no pass running, as under
-    ``torch.func`` transforms; a bare leaf), the gradient is computed."""
+    ``torch.func`` transforms; a leaf without a view, as the weights are), the gradient is computed."""
     if not ctx.needs_input_grad[i]:
         return False
     try:
@@ -254,4 +256,4 @@ def decay_penalty(lam: Tensor, w: Tensor) -> Tensor:
     """
     if not _scalar(lam) and not lam.requires_grad and not _wrapped(lam) and not _wrapped(w):
         return _FixedDecayPenalty.apply(lam, w)  # constant decays: cheaper steps, one buffer kept per step
-    return _DecayPenalty.apply(_edge(lam), _edge(w))
+    return _DecayPenalty.apply(_edge(lam), w)  # w itself: a view would make autograd sum its gradients out of place
