@@ -1,10 +1,10 @@
 """Timing and peak-memory measurement shared by the benchmarks.
 
-Peak memory comes from the library's tracker (:mod:`nestopt.profile`): a ``TorchDispatchMode``
-that sees every tensor an operator creates (backward passes included) and weakly references its storage, so
-the live total is the sum of the storages created inside the measured region that are still alive, and the
-peak is its maximum. Tensors that existed before (the model, the data) are not counted: the figure is the
-extra memory an operation needs. On CUDA, ``torch.cuda.max_memory_allocated`` gives the same figure.
+Peak memory comes from the library's meter (:mod:`nestopt.profile`): on the CPU it replays the allocator's
+events, which ``torch.profiler`` records with ``profile_memory=True`` (every allocation and free, backward
+passes included), and the peak is the most bytes held at once by what the measured region allocated. Tensors
+that existed before (the model, the data) are not counted: the figure is the extra memory an operation
+needs. On CUDA, ``torch.cuda.max_memory_allocated`` gives the same figure.
 """
 
 from __future__ import annotations
