@@ -62,10 +62,45 @@ def environment(threads: int, device: str = "cpu") -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(torch.device(device)) if torch.device(device).type == "cuda" else "cpu",
         "peers": peers,
     }
+
+
+def cpu_description() -> str:
+    """The CPU's model and its L2 and last-level cache sizes, as Linux reports them ("" where it does not).
+
+    A memory-bound step's cost per pass depends on whether its buffers fit the cache (``optimizer_step.py``), so
+    results measured on different machines can differ in their ratios, not only in their times.
+    """
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    caches = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index[0-9]*")):
+        try:
+            level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind != "Instruction" and level in ("2", "3"):
+            caches.append(f"L{level} {_kib(size)}")
+    return ", ".join(t for t in (model, ", ".join(caches)) if t)
+
+
+def _kib(size: str) -> str:
+    """A cache size as sysfs writes it (``"2048K"``) in KiB or MiB."""
+    if not size.endswith("K") or not size[:-1].isdigit():
+        return size
+    kib = int(size[:-1])
+    return f"{kib // 1024} MiB" if kib % 1024 == 0 else f"{kib} KiB"
 
 
 def synchronizer(device: str | torch.device) -> Callable[[], None]:
@@ -178,6 +213,8 @@ def pyplot() -> Any:
 def env_line(env: dict[str, Any]) -> str:
     peers = ", ".join(f"{k} {v}" for k, v in env["peers"].items())
     where = f"{env['threads']} threads, {env['processor']}"
+    if env.get("cpu"):
+        where += f" ({env['cpu']})"
     if env.get("device", "cpu") != "cpu":
         where = f"{env['device']} (host: {where})"
     return f"torch {env['torch']}, nestopt {env['nestopt']}, {where}, python {env['python']}; peers: {peers}."

@@ -22,6 +22,10 @@ fastest configuration of each system is timed round-robin against the others.
     python benchmarks/hypergrad_speed.py [--quick] [--sizes 30k 300k 3M] [--repeats 5] [--threads 2]
         [--device cuda] [--unrolls 10 50] [--no-equal-accuracy]
 
+A full run writes ``benchmarks/results/hypergrad_speed.{json,md,png}``; a run of other sizes writes
+``hypergrad_speed_SIZES`` (``--sizes 300k``: ``hypergrad_speed_300k``), so it never overwrites the full table,
+and ``--device cuda`` adds ``_cuda``.
+
 Targets: for the same method and step count, nestopt at least 1.3x faster than the fastest peer and no more
 peak memory than any peer, at every size; at equal accuracy (cosine >= 0.99), nestopt at least 1.3x faster
 than the fastest peer at 300k and 3M parameters.
@@ -52,6 +56,7 @@ QUICK_GROUPS = [
     ("unrolled", "unrolled", 3, ["nestopt", "higher", "torchopt", "betty"]),
 ]
 TARGET_SPEEDUP = 1.3
+SIZES = ["30k", "300k", "3M"]  # --sizes by default; a run of other sizes writes hypergrad_speed_SIZES
 COSINE = 0.99  # the accuracy every system must reach in the equal-accuracy table
 EQUAL_SIZES = ("300k", "3M")  # where the equal-accuracy target applies
 
@@ -367,9 +372,18 @@ def plot(rows: list[dict[str, Any]]) -> Any:
     return fig
 
 
+def result_name(sizes: list[str], quick: bool, device: str) -> str:
+    """The results' file name: ``hypergrad_speed``, with the sizes of a partial run (so that it never overwrites
+    the full table) and the device type when it is not the CPU."""
+    name = "hypergrad_speed"
+    if not quick and sizes != SIZES:
+        name += "_" + "_".join(sizes)
+    return name if torch.device(device).type == "cpu" else f"{name}_{torch.device(device).type}"
+
+
 def main() -> None:
     ap = parser(__doc__)
-    ap.add_argument("--sizes", nargs="+", default=["30k", "300k", "3M"], choices=list(_problems.HIDDEN))
+    ap.add_argument("--sizes", nargs="+", default=SIZES, choices=list(_problems.HIDDEN))
     ap.add_argument("--unrolls", type=int, nargs="*", default=[10, 50], help="unroll lengths of the unrolled groups")
     ap.add_argument("--no-equal-accuracy", action="store_true", help="skip the equal-accuracy table")
     args = ap.parse_args()
@@ -384,7 +398,7 @@ def main() -> None:
         rows, accuracy = rows + r, accuracy + a
     tgt, eq = targets(rows), equal_targets(accuracy)
     cmd = "python benchmarks/hypergrad_speed.py" + (" --quick" if args.quick else f" --repeats {args.repeats}")
-    if not args.quick and args.sizes != ["30k", "300k", "3M"]:
+    if not args.quick and args.sizes != SIZES:
         cmd += f" --sizes {' '.join(args.sizes)}"
     if not args.quick and args.unrolls != [10, 50]:
         cmd += f" --unrolls {' '.join(map(str, args.unrolls))}"
@@ -392,7 +406,7 @@ def main() -> None:
         cmd += f" --device {args.device}"
     result = {"benchmark": "hypergrad_speed", "environment": env, "command": cmd, "rows": rows, "targets": tgt,
               "equal_accuracy": accuracy, "equal_targets": eq}  # fmt: skip
-    name = "hypergrad_speed" if args.device == "cpu" else f"hypergrad_speed_{torch.device(args.device).type}"
+    name = result_name(args.sizes, args.quick, args.device)
     write(args.out, name, result, markdown(rows, tgt, env, cmd) + equal_markdown(accuracy, eq), plot(rows))
 
 

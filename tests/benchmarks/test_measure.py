@@ -146,3 +146,21 @@ def test_peers_compute_the_same_unrolled_hypergradient(peer):
 def test_betty_unrolled_is_reported_unavailable():
     with pytest.raises(_peers.Unavailable, match="unrolled"):
         _peers.build("betty", "unrolled", None, 3)
+
+
+def test_a_partial_hypergrad_speed_run_never_overwrites_the_full_table():
+    from hypergrad_speed import SIZES, result_name
+
+    assert result_name(SIZES, False, "cpu") == "hypergrad_speed"
+    assert result_name(["300k"], False, "cpu") == "hypergrad_speed_300k"
+    assert result_name(["3M", "30M"], False, "cuda:1") == "hypergrad_speed_3M_30M_cuda"
+    assert result_name(["300k"], True, "cpu") == "hypergrad_speed"  # --quick writes to the scratch folder
+
+
+def test_the_environment_names_the_cpu_and_its_caches():
+    from _report import _kib, cpu_description, env_line, environment
+
+    assert (_kib("2048K"), _kib("48K"), _kib("1536K"), _kib("odd")) == ("2 MiB", "48 KiB", "1536 KiB", "odd")
+    env = environment(torch.get_num_threads())
+    assert env["cpu"] == cpu_description()
+    assert not env["cpu"] or f"({env['cpu']})" in env_line(env)
