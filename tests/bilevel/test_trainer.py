@@ -157,12 +157,32 @@ def test_learning_rate_is_tuned_by_unrolling():
     assert float(lr.value(trainer.hparams).detach()) != pytest.approx(0.05)
 
 
-def test_warm_start_keeps_no_gradients_or_initial_copy_between_steps():
-    d, net = _setup()
-    trainer = nestopt.BilevelTrainer(
-        net, CE, [hparams.WeightDecay(net, per="parameter", init=1e-2)],
+def _per_weight_trainer(net, loss=CE):
+    return nestopt.BilevelTrainer(
+        net, loss, [hparams.WeightDecay(net, per="parameter", init=1e-2)],
         hypergrad=hypergrad.Implicit(solver=linalg.Neumann(steps=3, alpha=0.1)), inner_steps_per_outer=3,
     )  # fmt: skip
+
+
+def test_an_inner_step_frees_the_last_steps_gradients_before_its_forward_pass():
+    """Holding them through the forward pass costs a network-sized buffer at every step (the peak of an inner
+    step with per-weight decays falls from 12.55 to 11.94 network sizes in ift-cost's run)."""
+    d, net = _setup()
+    held = []
+
+    def loss(outputs, targets):
+        held.append(any(p.grad is not None for p in net.parameters()))
+        return CE(outputs, targets)
+
+    trainer = _per_weight_trainer(net, loss)
+    train, val, _ = _loaders(d)
+    trainer.fit(train, val, outer_steps=2, progress=False)
+    assert len(held) >= 6 and not any(held)
+
+
+def test_warm_start_keeps_no_gradients_or_initial_copy_between_steps():
+    d, net = _setup()
+    trainer = _per_weight_trainer(net)
     train, val, _ = _loaders(d)
     trainer.fit(train, val, outer_steps=2, progress=False)
     # gradients are freed once used: the weights' before the hypergradient, the hypergradient after its step

@@ -303,13 +303,13 @@ class BilevelTrainer:
     def _take_inner_step(self, batch: Any, hparams: Tree) -> float:
         """One step of the inner optimizer on the step loss (train mode, buffers updated); the loss before it."""
         assert self.inner_opt is not None
+        self.inner_opt.zero_grad(set_to_none=True)  # before the forward pass: the last step's gradients are freed
         loss = self._step_loss(self.params, hparams, batch)
         if not bool(torch.isfinite(loss.detach())):
             raise NonFiniteError(
                 f"the training loss became {float(loss.detach())} at outer step {self.outer_step}, inner step "
                 f"{self.inner_step - self._phase_start} (step {self.inner_step} of the run)"
             )
-        self.inner_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.parallel.sync_step(self.params, self.buffers)
         self.inner_opt.step()

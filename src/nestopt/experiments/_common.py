@@ -95,8 +95,8 @@ def train_plain(
     stream = BatchStream(train, "train")
     records: list[dict[str, Any]] = []
     for step in range(1, steps + 1):
+        opt.zero_grad(set_to_none=True)  # before the forward pass, as the trainer's inner step does
         loss = objective.inner_loss(params, h, stream.next())
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if callback is not None:
