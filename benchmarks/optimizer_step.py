@@ -31,9 +31,10 @@ their references); the fused path (``fused=True``: ``torch.compile`` of the same
 tensor) can. Both are measured. The first fused step compiles (its time is reported separately).
 
 The cost per pass depends on where the buffers live: at 3M parameters a buffer is 12 MB, so torch's SGD
-(parameters, gradients, one buffer: 36 MB) nearly fits a 32 MB last-level cache where complex momentum (two
-buffers: 48 MB) does not; ``--size 300k`` and ``--size 30M`` measure the step in cache and in main memory
-(results ``optimizer_step_300k`` and ``optimizer_step_30M``).
+(parameters, gradients, one buffer: 36 MB) and complex momentum (two buffers: 48 MB) both fit a large
+last-level cache, while a 32 MB one nearly holds SGD's and not complex momentum's; the results name the CPU
+and its cache sizes. ``--size 300k`` and ``--size 30M`` measure the step in cache and in main memory (results
+``optimizer_step_300k`` and ``optimizer_step_30M``).
 
     python benchmarks/optimizer_step.py [--quick] [--size 3M] [--repeats 30] [--steps 5] [--threads 1] [--out DIR]
 
