@@ -55,8 +55,12 @@ def test_exact_mode_equals_the_single_process_hypergradient(ranks, case):
     exact = [g["exact"] for g in got]
     assert relative(exact[0]["grads"], ref.grads) <= 1e-10
     assert identical(exact[0]["grads"], exact[1]["grads"]) and exact[0]["in_sync"]
-    # every rank ran the solver's iterations on the global system, as the single process did
-    assert exact[0]["iterations"] == exact[1]["iterations"] == ref.info.iterations
+    # every rank ran the same iterations, on the global system, as one process does. CG's stop on its
+    # tolerance (1e-13) comes after it has ended these systems of 10-15 unknowns, and its residual there is
+    # rounding, which the order of a sum over ranks changes: the ranks may stop one step from one process
+    # (12 against 11 for distilled data on one CPU), while their results agree with its to 3e-14 (measured)
+    assert exact[0]["iterations"] == exact[1]["iterations"]
+    assert abs(exact[0]["iterations"] - ref.info.iterations) <= (1 if case.endswith("/cg") else 0)
 
 
 @pytest.mark.parametrize("case", CASES)
