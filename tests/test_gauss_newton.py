@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+
 import pytest
 import torch
 
-from nestopt import _rng, autodiff, hparams, hypergrad, linalg, tree
+from nestopt import _rng, autodiff, hparams, hypergrad, linalg, profile, tree
 from nestopt.errors import InvalidArgumentError, UnsupportedError
 
 D = torch.float64
@@ -140,3 +143,58 @@ def test_the_mixed_product_and_the_gradient_are_exact_wherever_the_hyperparamete
     assert lean.grad_norm == pytest.approx(exact.grad_norm, rel=1e-12)
     for k, t in lean.mixed_vjp(v).items():
         torch.testing.assert_close(t, want[k], rtol=1e-10, atol=1e-12)
+
+
+def _deep_problem():
+    """A tanh/ReLU MLP (batch 64, width 50, three hidden layers) with a Gauss-Newton split and weight decay."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(64, 6, generator=g, dtype=D), torch.randint(0, 3, (64,), generator=g)
+    sizes = [(6, 50), (50, 50), (50, 50), (50, 3)]
+    params = {f"w{i}": torch.randn(*s, generator=g, dtype=D) / s[0] ** 0.5 for i, s in enumerate(sizes)}
+
+    def outputs(p, hh, b):
+        a = b[0]
+        for i in range(3):
+            a = (torch.tanh if i % 2 else torch.relu)(a @ p[f"w{i}"])
+        return a @ p["w3"]
+
+    loss = autodiff.GaussNewtonLoss(outputs, head=lambda z, hh, b: torch.nn.functional.cross_entropy(z, b[1]),
+                                    rest=lambda p, hh, b: hh["wd"] * sum((v**2).sum() for v in p.values()))  # fmt: skip
+    return loss, params, {"wd": torch.tensor(0.1, dtype=D)}, (x, y)
+
+
+def _held_and_products(problem):
+    """The bytes a Gauss-Newton linearization holds after one product, and its products."""
+    loss, params, h, batch = problem
+    v = {k: torch.randn(t.shape, generator=torch.Generator().manual_seed(4), dtype=D) for k, t in params.items()}
+    with profile.PeakMemory() as mem:
+        lin = autodiff.linearize(loss, params, h, batch, curvature="gauss-newton", keep_grad=False)
+        hvp = lin.hvp(v)  # anything the graph needed and lacked would show in these products
+    batched = lin.hvp_batched(tree.map(lambda t: torch.stack([t, 2 * t]), v))
+    return mem.current, {"hvp": hvp, "mixed": lin.mixed_vjp(v), "batched": batched}
+
+
+def test_the_products_graph_keeps_no_value_that_depends_on_its_cotangent(monkeypatch):
+    """J^T u is linear in u, so J v (its derivative in u) reads none of the values in its graph that depend on
+    u: the backward signals of the hidden layers (64 x 50 each) are dropped, and every product is unchanged."""
+    from nestopt.autodiff import _gauss_newton
+
+    problem = _deep_problem()
+    trimmed, got = _held_and_products(problem)
+    with monkeypatch.context() as m:
+        m.setattr(_gauss_newton, "_keeping_no_value_of", lambda u: contextlib.nullcontext())
+        full, want = _held_and_products(problem)
+    for name in want:
+        assert tree.flatten(got[name])[0].equal(tree.flatten(want[name])[0]), name
+    assert full - trimmed >= 3 * 64 * 50 * 8  # the three hidden layers' signals (float64)
+
+
+def test_the_trimmed_graph_is_freed_with_its_products():
+    loss, params, h, batch = _deep_problem()
+    v = tree.map(torch.ones_like, params)
+    with profile.PeakMemory() as mem:
+        lin = autodiff.linearize(loss, params, h, batch, curvature="gauss-newton", keep_grad=False)
+        lin.hvp(v)
+        del lin
+        gc.collect()
+    assert mem.current == 0  # nothing kept alive: the walk's record holds no reference to the graph

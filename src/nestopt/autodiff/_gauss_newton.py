@@ -30,9 +30,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
 
 from nestopt.autodiff._core import edges_vjp, gradient_edges, raw_vjp, vjp
@@ -80,9 +82,10 @@ class GaussNewtonProducts:
     head's part of the gradient :math:`\\nabla_w L = J^\\top \\nabla_z \\ell + \\nabla_w R` (:attr:`gradient_parts`)
     while its VJP in :math:`u` is :math:`J v` at any :math:`u`: one backward pass through the network with
     ``create_graph`` serves the gradient, the products and the mixed term. The graphs are kept through their
-    gradient edges only, not their values (parameter-sized tensors that no product reads), and the rest's
-    product is added into the Gauss-Newton product in place: a product allocates its output and the head's
-    small temporaries.
+    gradient edges only, not their values (parameter-sized tensors that no product reads), the graph of
+    :math:`J^\\top u` keeps none of the values that depend on :math:`u` (the layers' backward signals, which only
+    a derivative in the weights reads; :func:`_keeping_no_value_of`), and the rest's product is added into the
+    Gauss-Newton product in place: a product allocates its output and the head's small temporaries.
 
     The mixed product :math:`\\partial_\\lambda (\\nabla_w L \\cdot x)` is exact (:meth:`mixed`):
 
@@ -102,8 +105,13 @@ class GaussNewtonProducts:
         self.value = head_value.detach() if rest is None else head_value.detach() + rest.detach()
         self.grad_z = vjp([head_value], [self.z_leaf], create_graph=True)[0]  # its graph: H_head products
         self.u = self.grad_z.detach().requires_grad_(True)
-        # J^T u: linear in u, so its VJP in u is J v; at u = grad_z its value is the head's gradient in w
-        jt = vjp([z], w, [self.u], create_graph=True)
+        leaves = list(hparams)
+        self._z_reads_h = _reaches(z, leaves)
+        # J^T u: linear in u, so its VJP in u is J v; at u = grad_z its value is the head's gradient in w. Unless
+        # a hyperparameter reaches z (the mixed term then differentiates this graph in it), the graph keeps none
+        # of the values that depend on u: only derivatives in u are taken of it.
+        with contextlib.nullcontext() if self._z_reads_h else _keeping_no_value_of(self.u):
+            jt = vjp([z], w, [self.u], create_graph=True)
         rest_grad = None if rest is None or not rest.requires_grad else vjp([rest], w, create_graph=True)
         self.gradient_parts: list[list[Tensor]] | None = [
             [t.detach() for t in part] for part in (jt, rest_grad) if part is not None
@@ -111,8 +119,6 @@ class GaussNewtonProducts:
         """The values :math:`J^\\top \\nabla_z \\ell` and :math:`\\nabla_w R` (``None`` once :meth:`drop_gradient` ran)."""
         self._jt = gradient_edges(jt)
         self._rest = None if rest_grad is None else gradient_edges(rest_grad)
-        leaves = list(hparams)
-        self._z_reads_h = _reaches(z, leaves)
         self._head_reads_h = _reaches(self.grad_z, leaves)
 
     def drop_gradient(self) -> None:
@@ -179,3 +185,68 @@ def _reaches(t: Tensor, leaves: list[Tensor]) -> bool:
             return True
         stack.extend(fn for fn, _ in node.next_functions if fn is not None)
     return False
+
+
+class _Dropped(NamedTuple):
+    """What :func:`_keeping_no_value_of` keeps of a dropped value."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+
+
+@contextlib.contextmanager
+def _keeping_no_value_of(u: Tensor) -> Iterator[None]:
+    """Record a graph that is linear in the leaf ``u`` without the values in it that depend on ``u``.
+
+    Of a function linear in ``u`` (here :math:`J^\\top u`, a backward pass run with ``create_graph``) a derivative
+    in ``u`` reads none of them: each product in its graph has at most one factor that depends on ``u``, and the
+    derivative in that factor reads only the others. Those values serve derivatives in the other inputs (the
+    weights, through the activations), which a Gauss-Newton product never takes; without them the graph holds
+    about one activation-sized buffer less per hidden layer (the backward signal of each layer that a later
+    weight multiplies). Autograd unpacks every value a node saved, needed or not, so a dropped value comes back
+    as a broadcast zero of its shape, which only the derivatives that nobody asks for read.
+
+    Which values depend on ``u`` is found by walking their graphs, each node once. The walk stops at nodes
+    numbered before ``u`` (the forward pass's, recorded earlier on this thread), which cannot read ``u``. Nodes
+    that a CUDA device's backward thread records carry that thread's numbers: one numbered below ``u`` is taken
+    for old and keeps its value. An error of the walk can only keep a value, never drop one that is read.
+    """
+    try:
+        marker: Any = u.view_as(u).grad_fn
+        start = marker._sequence_nr()
+        memo: dict[Any, bool] = {marker.next_functions[0][0]: True}  # u's own node reads u
+    except (AttributeError, IndexError, RuntimeError):  # a torch without these introspection hooks
+        yield
+        return
+
+    def reads_u(node: Any) -> bool:
+        stack = [(node, False)]
+        while stack:
+            n, children_done = stack.pop()
+            if n in memo:
+                continue
+            if children_done:
+                memo[n] = any(memo.get(f, False) for f, _ in n.next_functions if f is not None)
+            elif n._sequence_nr() < start:
+                memo[n] = False
+            else:
+                stack.append((n, True))
+                stack.extend((f, False) for f, _ in n.next_functions if f is not None and f not in memo)
+        return memo[node]
+
+    def pack(t: Tensor) -> Any:
+        if t.requires_grad and t.grad_fn is not None and reads_u(t.grad_fn):
+            return _Dropped(t.shape, t.dtype, t.device)
+        return t
+
+    def unpack(saved: Any) -> Tensor:
+        if isinstance(saved, _Dropped):
+            return torch.zeros((), dtype=saved.dtype, device=saved.device).expand(saved.shape)
+        return saved
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            yield
+    finally:
+        memo.clear()  # the graph keeps its values' hooks: the walk's record must not keep the graph alive
