@@ -157,13 +157,14 @@ def main() -> None:
         for a, b, t in RATIOS if t is not None
     ]  # fmt: skip
     cmd = "python benchmarks/optimizer_step.py" + (" --quick" if args.quick else f" --repeats {args.repeats}")
-    cmd += "" if args.quick or args.size == "3M" else f" --size {args.size}"
+    other_size = not args.quick and args.size != "3M"  # its results get their own name: the 3M ones stay
+    cmd += f" --size {args.size}" if other_size else ""
     result = {
         "benchmark": "optimizer_step", "environment": env, "command": cmd, "params": problem["params"],
         "shapes": shapes, "rounds": rounds, "steps_per_sample": args.steps, "rows": rows, "ratios": m["ratios"],
         "targets": targets, "fused_fallback": fallback, "warnings": sorted({str(w.message) for w in caught}),
     }  # fmt: skip
-    name = "optimizer_step" if args.quick or args.size == "3M" else f"optimizer_step_{args.size}"
+    name = f"optimizer_step_{args.size}" if other_size else "optimizer_step"
     write(out, name, result, markdown(result, env))
 
 
