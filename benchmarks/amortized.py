@@ -101,13 +101,15 @@ def systems(alpha: float, quick: bool, inner_steps: Sequence[int]) -> list[Syste
                                                              curvature=gn),
         "nestopt CG 2, warm, Gauss-Newton, damping 1": lambda: implicit(solver=cg(2, damping=1.0),
                                                                         reuse_solution=True, curvature=gn),
+        "nestopt CG 2, warm, Gauss-Newton, damping 0.5": lambda: implicit(solver=cg(2, damping=0.5),
+                                                                          reuse_solution=True, curvature=gn),
         "nestopt CG 2 + Nystrom 10, warm, Gauss-Newton": lambda: implicit(
             solver=cg(2, damping=0.01, preconditioner=linalg.NystromPreconditioner(rank=10)),
             reuse_solution=True, curvature=gn),
     }  # fmt: skip
     peers: dict[str, list[tuple[Any, ...]]] = {
         # (solver, steps[, ridge]): TorchOpt's solve_cg takes a damping (its ridge); Betty's CG has none
-        "torchopt": [("neumann", 5), ("neumann", 2), ("cg", 5), ("cg", 2), ("cg", 2, 1.0)],
+        "torchopt": [("neumann", 5), ("neumann", 2), ("cg", 5), ("cg", 2), ("cg", 2, 1.0), ("cg", 2, 0.5)],
         "betty": [("neumann", 5), ("neumann", 2), ("cg", 5), ("cg", 2)],
     }
     if quick:

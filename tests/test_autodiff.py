@@ -105,6 +105,23 @@ def test_loss_must_be_a_finite_scalar():
         autodiff.linearize(lambda p, h, b: p["w"].sum(), params, {}, None, mode="bogus")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("curvature", ["hessian", "gauss-newton"])
+def test_a_gradient_with_nan_or_inf_is_refused_and_a_huge_finite_one_is_not(curvature):
+    """The gradient's finiteness is read from its leaves' norms (one host read with the norm itself): an infinite
+    gradient of a finite loss raises, and a finite one whose norm overflows float32 is checked entry by entry."""
+    x = torch.ones(4, 2)
+
+    def loss(rest):  # the network's part is zero; the rest gives the gradient (both pieces under Gauss-Newton)
+        return autodiff.GaussNewtonLoss(outputs=lambda p, h, b: x @ p["w"], head=lambda z, h, b: 0.0 * z.sum(),
+                                        rest=lambda p, h, b: rest(p["w"]))  # fmt: skip
+
+    root = loss(lambda w: w.abs().sqrt().sum())  # d sqrt|w| / dw is infinite at w = 0, the loss is finite
+    with pytest.raises(NonFiniteError, match="gradient of inner_loss"):
+        autodiff.linearize(root, {"w": torch.tensor([0.0, 1.0])}, {}, None, curvature=curvature)
+    huge = autodiff.linearize(loss(lambda w: 1e30 * w.sum()), {"w": torch.ones(2)}, {}, None, curvature=curvature)
+    assert huge.grad["w"].isfinite().all() and huge.grad_norm > 1e30  # inf where the float32 norm overflows
+
+
 def test_check_tree_rejects_bad_trees():
     with pytest.raises(InvalidArgumentError, match="params must be a dict"):
         autodiff.check_tree([torch.ones(1)], "params")
