@@ -85,16 +85,13 @@ def nestopt_implicit(p: Any, solver: str, steps: int) -> Callable[[], Tree]:
         s: linalg.Solver = linalg.Neumann(steps=steps, alpha=p.alpha)
     else:
         s = linalg.CG(steps=steps, tol=0.0)
-
-    def run() -> Tree:
-        return hypergrad.implicit(p.inner, p.outer, p.params, p.hparams, p.train, p.val, solver=s).grads
-
-    return run
+    return nestopt_solver(p, s)
 
 
 def nestopt_solver(p: Any, solver: linalg.Solver, curvature: str = "hessian") -> Callable[[], Tree]:
-    """nestopt's implicit hypergradient with any solver; ``curvature="gauss-newton"`` uses ``p.inner_gn``."""
-    inner = p.inner_gn if curvature == "gauss-newton" else p.inner
+    """nestopt's implicit hypergradient with any solver, on ``p.inner_split`` (the inner loss with its weight
+    decays named, as nestopt's users write it; the peers get the same function as ``p.inner``)."""
+    inner = p.inner_split
 
     def run() -> Tree:
         return hypergrad.implicit(inner, p.outer, p.params, p.hparams, p.train, p.val, solver=solver,

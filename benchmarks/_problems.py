@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from nestopt import data, linalg, tree
-from nestopt.autodiff import GaussNewtonLoss, linearize
+from nestopt.autodiff import DecayTerms, GaussNewtonLoss, linearize
 from nestopt.nets import mlp
 from nestopt.tree import Tree
 
@@ -75,14 +75,15 @@ class MLPProblem:
         return torch.nn.functional.cross_entropy(functional_call(self.net, p, (x,)), y)
 
     @property
-    def inner_gn(self) -> GaussNewtonLoss:
-        """``inner`` with its Gauss-Newton split: the network's outputs, the cross-entropy, the penalties."""
+    def inner_split(self) -> GaussNewtonLoss:
+        """``inner`` as nestopt's users write it: the network's outputs, the cross-entropy and the penalties, the
+        weight decays named (``autodiff.DecayTerms``, as ``hparams.Objective`` does), so that nestopt takes their
+        derivatives from their formulas; the same function as ``inner``, which the peers are given."""
 
-        def rest(p: Tree, h: Tree, batch: Any) -> Tensor:
-            value = sum((h[k].exp() * p[k] ** 2).sum() for k in p)
-            if self.prox:
-                value = value + 0.5 * self.prox * sum(((p[k] - self.anchor[k]) ** 2).sum() for k in p)
-            return value
+        def rest(p: Tree, h: Tree, batch: Any) -> DecayTerms:
+            prox = 0.5 * self.prox * sum(((p[k] - self.anchor[k]) ** 2).sum() for k in p) if self.prox else None
+            total = lambda: sum((h[k].exp() * p[k] ** 2).sum() for k in p) + (0.0 if prox is None else prox)
+            return DecayTerms([(h[k], p[k]) for k in p], total=total, other=prox)
 
         return GaussNewtonLoss(
             outputs=lambda p, h, batch: functional_call(self.net, p, (batch[0],)),
@@ -259,13 +260,29 @@ class LinearProblem:
         return dataclasses.replace(self, params=self.start)
 
     def _data_loss(self, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        z = x @ w
+        return self._data_head(x @ w, y)
+
+    def _data_head(self, z: Tensor, y: Tensor) -> Tensor:
         if self.kind == "ridge":
             return ((z - y) ** 2).mean()
         return torch.nn.functional.binary_cross_entropy_with_logits(z, y)
 
     def inner(self, p: Tree, h: Tree, batch: Any) -> Tensor:
         return self._data_loss(p["w"], self.x_tr, self.y_tr) + (h["log_l2"].exp() * p["w"] ** 2).sum()
+
+    @property
+    def inner_split(self) -> GaussNewtonLoss:
+        """``inner`` with its decay named (``autodiff.DecayTerms``), as nestopt's users write it (see
+        :attr:`MLPProblem.inner_split`)."""
+
+        def rest(p: Tree, h: Tree, batch: Any) -> DecayTerms:
+            return DecayTerms([(h["log_l2"], p["w"])], total=lambda: (h["log_l2"].exp() * p["w"] ** 2).sum())
+
+        return GaussNewtonLoss(
+            outputs=lambda p, h, batch: self.x_tr @ p["w"],
+            head=lambda z, h, batch: self._data_head(z, self.y_tr),
+            rest=rest,
+        )
 
     def outer(self, p: Tree, h: Tree, batch: Any) -> Tensor:
         return self._data_loss(p["w"], self.x_val, self.y_val)

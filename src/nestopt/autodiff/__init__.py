@@ -44,6 +44,7 @@ from nestopt.autodiff._core import (
     raw_vjp,
     vjp,
 )
+from nestopt.autodiff._decays import DecayTerms
 from nestopt.autodiff._gauss_newton import GaussNewtonLoss
 from nestopt.autodiff._linearization import (
     CURVATURES,
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_HVP_MODE",
     "Counter",
     "Curvature",
+    "DecayTerms",
     "GaussNewtonLoss",
     "HVPMode",
     "Linearization",

@@ -13,7 +13,9 @@ conjugate gradient never meets negative curvature on it (Schraudolph, 2002; Mart
 :math:`J^\\top`; the graphs are built once per point and reused for every product.
 
 A loss exposes its split through ``gauss_newton_parts(params, hparams, batch) -> (z, head, rest)``:
-:class:`nestopt.hparams.Objective`'s losses do, and :class:`GaussNewtonLoss` builds one from three functions.
+:class:`nestopt.hparams.Objective`'s losses do, and :class:`GaussNewtonLoss` builds one from three functions. The
+rest is a tensor (differentiated by autograd), ``None``, or :class:`DecayTerms`: weight decays whose derivatives
+are written out, so that the products add their curvature without a pass through the penalty's graph.
 
 Example:
     >>> import torch
@@ -38,6 +40,7 @@ import torch
 from torch import Tensor
 
 from nestopt.autodiff._core import edges_vjp, gradient_edges, raw_vjp, vjp
+from nestopt.autodiff._decays import BoundDecays, DecayTerms, Rest, add_terms
 from nestopt.tree import Tree
 
 __all__ = ["GaussNewtonLoss", "GaussNewtonProducts"]
@@ -49,8 +52,8 @@ class GaussNewtonLoss:
     Args:
         outputs: ``(params, hparams, batch) -> z``, the model's outputs.
         head: ``(z, hparams, batch) -> scalar``, convex in ``z`` (the criterion).
-        rest: ``(params, hparams, batch) -> scalar`` or ``None``: terms outside the head (penalties); their
-            exact Hessian is added to the Gauss-Newton matrix.
+        rest: ``(params, hparams, batch) -> scalar`` (or :class:`DecayTerms`) or ``None``: terms outside the
+            head (penalties); their exact Hessian is added to the Gauss-Newton matrix.
     """
 
     def __init__(
@@ -63,13 +66,15 @@ class GaussNewtonLoss:
 
     def gauss_newton_parts(
         self, params: Tree, hparams: Tree, batch: Any
-    ) -> tuple[Tensor, Callable[[Tensor], Tensor], Tensor | None]:
+    ) -> tuple[Tensor, Callable[[Tensor], Tensor], Rest]:
         z = self.outputs(params, hparams, batch)
         rest = None if self.rest is None else self.rest(params, hparams, batch)
         return z, lambda out: self.head(out, hparams, batch), rest
 
     def __call__(self, params: Tree, hparams: Tree, batch: Any) -> Tensor:
         z, head, rest = self.gauss_newton_parts(params, hparams, batch)
+        if isinstance(rest, DecayTerms):
+            rest = rest.total()
         return head(z) if rest is None else head(z) + rest
 
 
@@ -85,7 +90,9 @@ class GaussNewtonProducts:
     gradient edges only, not their values (parameter-sized tensors that no product reads), the graph of
     :math:`J^\\top u` keeps none of the values that depend on :math:`u` (the layers' backward signals, which only
     a derivative in the weights reads; :func:`_keeping_no_value_of`), and the rest's product is added into the
-    Gauss-Newton product in place: a product allocates its output and the head's small temporaries.
+    Gauss-Newton product in place: a product allocates its output and the head's small temporaries. Weight
+    decays given as :class:`DecayTerms` get no graph at all: their value, gradient, products and mixed term come
+    from their formulas.
 
     The mixed product :math:`\\partial_\\lambda (\\nabla_w L \\cdot x)` is exact (:meth:`mixed`):
 
@@ -96,10 +103,10 @@ class GaussNewtonProducts:
     """
 
     def __init__(
-        self, z: Tensor, head: Callable[[Tensor], Tensor], rest: Tensor | None, w: list[Tensor],
-        hparams: Sequence[Tensor] = (),
+        self, z: Tensor, head: Callable[[Tensor], Tensor], rest: Rest, w: list[Tensor], hparams: Sequence[Tensor] = (),
     ) -> None:  # fmt: skip
         self.z, self.w = z, w
+        rest, self._decays = BoundDecays.split(rest, w)  # named weight decays: their formulas, no graph
         self.z_leaf = z.detach().requires_grad_(True)
         head_value = head(self.z_leaf)
         self.value = head_value.detach() if rest is None else head_value.detach() + rest.detach()
@@ -113,9 +120,12 @@ class GaussNewtonProducts:
         with contextlib.nullcontext() if self._z_reads_h else _keeping_no_value_of(self.u):
             jt = vjp([z], w, [self.u], create_graph=True)
         rest_grad = None if rest is None or not rest.requires_grad else vjp([rest], w, create_graph=True)
-        self.gradient_parts: list[list[Tensor]] | None = [
-            [t.detach() for t in part] for part in (jt, rest_grad) if part is not None
-        ]
+        parts = [[t.detach() for t in part] for part in (jt, rest_grad) if part is not None]
+        if self._decays is not None:
+            decay_value, decay_grad = self._decays.value_and_gradient()
+            self.value = self.value + decay_value
+            parts.append(decay_grad)
+        self.gradient_parts: list[list[Tensor]] | None = parts
         """The values :math:`J^\\top \\nabla_z \\ell` and :math:`\\nabla_w R` (``None`` once :meth:`drop_gradient` ran)."""
         self._jt = gradient_edges(jt)
         self._rest = None if rest_grad is None else gradient_edges(rest_grad)
@@ -135,7 +145,7 @@ class GaussNewtonProducts:
             for o, r in zip(out, edges_vjp(self._rest, self.w, v, **kw)):
                 if r is not None:
                     o.add_(r)  # o is a fresh output of this product
-        return out
+        return out if self._decays is None else self._decays.add_product(out, v)
 
     def mixed(self, x: list[Tensor], hparams: list[Tensor]) -> list[Tensor | None]:
         """:math:`\\partial_\\lambda (\\nabla_w L \\cdot x)` for each of ``hparams`` (``None`` where the gradient
@@ -144,6 +154,8 @@ class GaussNewtonProducts:
         terms: list[list[Tensor | None]] = []
         if self._rest is not None:
             terms.append(edges_vjp(self._rest, hparams, x, **kw))
+        if self._decays is not None:
+            terms.append(self._decays.mixed(x, hparams))
         if self._z_reads_h or self._head_reads_h:
             jx = self._jvp(x, kw)
             if self._head_reads_h:
@@ -154,9 +166,7 @@ class GaussNewtonProducts:
                 terms.append(edges_vjp(self._jt, hparams, x, **kw))
         out: list[Tensor | None] = [None] * len(hparams)
         for term in terms:
-            for i, t in enumerate(term):
-                if t is not None:
-                    out[i] = t if out[i] is None else out[i].add_(t)  # type: ignore[union-attr]
+            out = add_terms(out, term)
         return out
 
     def _jvp(self, v: list[Tensor], kw: dict[str, Any]) -> Tensor:

@@ -20,6 +20,7 @@ from nestopt.autodiff._core import (
     raw_vjp,
     vjp,
 )
+from nestopt.autodiff._decays import BoundDecays, add_terms
 from nestopt.autodiff._gauss_newton import GaussNewtonProducts
 from nestopt.errors import InvalidArgumentError, NonFiniteError, UnsupportedError
 from nestopt.tree import Tree
@@ -56,7 +57,10 @@ class Linearization:
 
     With ``curvature="gauss-newton"`` the products :meth:`hvp` and :meth:`hvp_batched` are with the
     generalized Gauss-Newton matrix instead of the Hessian (:mod:`nestopt.autodiff._gauss_newton`; the loss
-    must expose ``gauss_newton_parts``); the gradient and the mixed products stay exact.
+    must expose ``gauss_newton_parts``); the gradient and the mixed products stay exact. A loss whose split
+    names its weight decays (:class:`~nestopt.autodiff.DecayTerms`, as :class:`nestopt.hparams.Objective`'s
+    do) gets their part of the value, the gradient and every product from their formulas, with either curvature
+    (``mode="rev-rev"``): the gradient's graph then holds none of the penalty.
 
     The gradient's value is available as :attr:`grad` (and its norm as :attr:`grad_norm`). With
     ``keep_grad=False`` only the norm is kept: the products need the gradient's graph, not its value, so
@@ -94,6 +98,7 @@ class Linearization:
         self.mode: HVPMode = mode
         self.curvature: Curvature = curvature
         self._gn: GaussNewtonProducts | None = None
+        self._decays: BoundDecays | None = None  # the weight decays the loss names, for an exact rev-rev Hessian
         self.counter = counter if counter is not None else Counter()
         self._loss, self._batch, self._name = loss, batch, name
         self.seed = _rng.fresh_seed() if seed is None else int(seed)
@@ -112,11 +117,15 @@ class Linearization:
                 pieces = self._gn.gradient_parts  # the head's and the rest's parts of the gradient
                 self._gn.drop_gradient()
             else:
-                value = evaluate_loss(loss, self._w, self._h, batch, name)
+                value = self._evaluate_splitting_decays(loss, parts, w, batch, name)
                 g = vjp([value], w, create_graph=(mode == "rev-rev"))
                 self._edges = gradient_edges(g)  # the products go through the gradient's graph, not its value
                 pieces = [[t.detach() for t in g]]
                 del g
+                if self._decays is not None:  # their value and gradient from the formulas
+                    decay_value, decay_grad = self._decays.value_and_gradient()
+                    value = value.detach() + decay_value
+                    pieces.append(decay_grad)
         self.counter.grads += 1
         self.last_unused: tuple[str, ...] = ()
         self.value: Tensor = value.detach()
@@ -129,6 +138,21 @@ class Linearization:
             first, *others = pieces
             self._grad = {k: first[i] + sum(p[i] for p in others) if others else first[i] for i, k in enumerate(keys)}
         del pieces
+
+    def _evaluate_splitting_decays(self, loss: LossFn, parts: Any, w: list[Tensor], batch: Any, name: str) -> Tensor:
+        """The loss, less the weight decays it names (:class:`~nestopt.autodiff.DecayTerms`) when its Hessian
+        products go through the gradient's graph (``rev-rev``): those are then added from their formulas
+        (:attr:`_decays`), and the gradient's graph holds none of the penalty."""
+        if parts is None or self.mode != "rev-rev":
+            return evaluate_loss(loss, self._w, self._h, batch, name)
+
+        def split(p: Tree, h: Tree, b: Any) -> tuple[Tensor, BoundDecays | None]:
+            z, head, rest = parts(p, h, b)
+            rest, decays = BoundDecays.split(rest, w)
+            return (head(z) if rest is None else head(z) + rest), decays
+
+        value, self._decays = evaluate_loss(split, self._w, self._h, batch, name, scalar=False)
+        return check_loss_value(value, name)
 
     @property
     def grad(self) -> Tree:
@@ -153,6 +177,12 @@ class Linearization:
             k: w.new_zeros((*batch, *w.shape)) if t is None else t.detach() for (k, w), t in zip(self._w.items(), got)
         }
 
+    def _with_decays(self, out: Tree, v: Tree) -> Tree:
+        """``out`` (a fresh product through the gradient's graph) plus the named decays' curvature times ``v``."""
+        if self._decays is not None:
+            self._decays.add_product([out[k] for k in self._w], [v[k] for k in self._w])
+        return out
+
     def hvp(self, v: Tree) -> Tree:
         """:math:`\\nabla^2_{ww} L \\; v` for a tree ``v`` shaped like ``params`` (or :math:`G v`, the
         Gauss-Newton product, with ``curvature="gauss-newton"``)."""
@@ -161,7 +191,7 @@ class Linearization:
             with torch.enable_grad():
                 return dict(zip(self._w, (g.detach() for g in self._gn.product([v[k] for k in self._w]))))
         if self.mode == "rev-rev":
-            return self._through_gradient([v[k] for k in self._w], retain_graph=True)
+            return self._with_decays(self._through_gradient([v[k] for k in self._w], retain_graph=True), v)
         f = self._pure()
         h = tree.detach(self._h)
 
@@ -181,7 +211,8 @@ class Linearization:
                 out = self._gn.product([vs[k] for k in self._w], batched=True)
             return dict(zip(self._w, (g.detach() for g in out)))
         if self.mode == "rev-rev":
-            return self._through_gradient([vs[k] for k in self._w], retain_graph=True, is_grads_batched=True)
+            products = self._through_gradient([vs[k] for k in self._w], retain_graph=True, is_grads_batched=True)
+            return self._with_decays(products, vs)
         f = self._pure()
         h = tree.detach(self._h)
         w = tree.detach(self._w)
@@ -202,7 +233,10 @@ class Linearization:
             with torch.enable_grad():
                 got = self._gn.mixed([v[k] for k in self._w], [self._h[k] for k in keys])
         elif self.mode == "rev-rev":
-            got = edges_vjp(self._edges, [self._h[k] for k in keys], [v[k] for k in self._w], retain_graph=True)
+            hs, xs = [self._h[k] for k in keys], [v[k] for k in self._w]
+            got = edges_vjp(self._edges, hs, xs, retain_graph=True)
+            if self._decays is not None:
+                got = add_terms(got, self._decays.mixed(xs, hs))
         else:
             f = self._pure()
             with torch.enable_grad(), _rng.fork(self.seed):

@@ -242,7 +242,7 @@ EXPERIMENT = register(
         plots=plots,
         figures=("cost",),
         # Memory (allocator bytes): plain training peaks at 7.86 network sizes (network and data included); per layer
-        # the joint peak is 9.79 (1.245x; 12.40, 1.578x, with the exact Hessian, whose double backward sums the two
+        # the joint peak is 9.40 (1.196x; 11.43, 1.454x, with the exact Hessian, whose double backward sums the two
         # products of each weight matrix out of place). With one decay per weight the hyperparameters, their Adam
         # moments and the kept iterate add four before any product: 1.627x (docs/ift.md, findings).
         # Time: a hypergradient costs about 3.3 training steps per 10 (a floor near 1.33x); on this shared machine

@@ -93,6 +93,13 @@ class Family:
         """A term added to the inner loss, or ``None``."""
         return None
 
+    def decay_terms(self, params: Tree, hparams: Tree) -> list[tuple[Tensor, Tensor]] | None:
+        """The penalty as weight decays, pairs ``(lam, w)`` with penalty :math:`\\sum e^{\\lambda} w^2` (``lam`` one
+        log-coefficient or one per entry of ``w``), when it is one; ``None`` otherwise. A linearization (exact
+        Hessian or Gauss-Newton) then takes the penalty's derivatives from their formulas instead of a backward
+        pass through its graph (:class:`nestopt.autodiff.DecayTerms`). Default: ``None``."""
+        return None
+
     def transform_batch(self, hparams: Tree, batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """The batch the model trains on (``(x, y, ...)`` in, the same form out)."""
         return batch

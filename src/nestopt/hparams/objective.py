@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from nestopt import tree
+from nestopt.autodiff import DecayTerms
 from nestopt.errors import InvalidArgumentError, ShapeMismatchError
 from nestopt.hparams.base import Family
 from nestopt.tree import Tree
@@ -77,6 +78,14 @@ def model_mode(model: torch.nn.Module, train: bool) -> Iterator[None]:
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
     ddp = torch.nn.parallel.DistributedDataParallel
     return model.module if isinstance(model, ddp) else model
+
+
+def _sum(terms: Sequence[Tensor | None]) -> Tensor | None:
+    """The sum of the terms that are not ``None`` (``None`` if all are)."""
+    kept = [t for t in terms if t is not None]
+    if not kept:
+        return None
+    return kept[0] if len(kept) == 1 else torch.stack(kept).sum()
 
 
 def _accepts_reduction(fn: Callable[..., Any]) -> bool:
@@ -140,20 +149,25 @@ class ObjectiveLoss:
             return None  # the model's own: updated by a train-mode pass, only read in eval mode
         return self.objective.scratch_buffers()
 
-    def gauss_newton_parts(self, params: Tree, hparams: Tree, batch: Any) -> tuple[Tensor, Callable[[Tensor], Tensor], Tensor | None]:  # fmt: skip
-        """``(z, head, rest)`` with ``loss = head(z) + rest``: the model's outputs ``z``, the criterion as a
-        convex function of them, and the families' penalties (``None`` without any)."""
+    def _outputs(self, params: Tree, hparams: Tree, batch: Any) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
         obj = self.objective
         x, y, weights, soft = obj.batch_terms(hparams, batch, transform=self.transform)
         z = obj.predict(
             params, x, hparams=hparams, train=self.model_train, buffers=self._buffers(), wrapper=self.live_buffers
         )
-        rest = obj.penalty(params, hparams) if self.transform else None
-        return z, lambda out: obj.head(out, y, weights, soft), rest
+        return z, lambda out: obj.head(out, y, weights, soft)
+
+    def gauss_newton_parts(self, params: Tree, hparams: Tree, batch: Any) -> tuple[Tensor, Callable[[Tensor], Tensor], Tensor | DecayTerms | None]:  # fmt: skip
+        """``(z, head, rest)`` with ``loss = head(z) + rest``: the model's outputs ``z``, the criterion as a
+        convex function of them, and the families' penalties (``None`` without any; weight decays as
+        :class:`~nestopt.autodiff.DecayTerms`, whose derivatives a linearization writes out)."""
+        z, head = self._outputs(params, hparams, batch)
+        return z, head, self.objective.rest_terms(params, hparams) if self.transform else None
 
     def __call__(self, params: Tree, hparams: Tree, batch: Any) -> Tensor:
-        z, head, rest = self.gauss_newton_parts(params, hparams, batch)
+        z, head = self._outputs(params, hparams, batch)
         value = head(z)
+        rest = self.objective.penalty(params, hparams) if self.transform else None
         return value if rest is None else value + rest
 
     def __repr__(self) -> str:
@@ -326,10 +340,28 @@ class Objective:
 
     def penalty(self, params: Tree, hparams: Tree) -> Tensor | None:
         """The sum of the families' penalties, or ``None`` when no family adds one."""
-        terms = [t for t in (f.penalty(params, hparams) for f in self.families) if t is not None]
-        if not terms:
-            return None
-        return terms[0] if len(terms) == 1 else torch.stack(terms).sum()
+        return _sum([f.penalty(params, hparams) for f in self.families])
+
+    def rest_terms(self, params: Tree, hparams: Tree) -> Tensor | DecayTerms | None:
+        """The penalties as the rest of a split: the families' weight decays as
+        :class:`~nestopt.autodiff.DecayTerms` (with the other penalties' sum beside them), else :meth:`penalty`."""
+        decays: list[tuple[Tensor, Tensor]] = []
+        others: list[Tensor | None] = []
+        for f in self.families:
+            pairs = f.decay_terms(params, hparams)
+            if pairs is None:
+                others.append(f.penalty(params, hparams))
+            else:
+                decays += pairs
+        if not decays:
+            return _sum(others)
+
+        def total() -> Tensor:
+            value = self.penalty(params, hparams)
+            assert value is not None  # the decays' families add a penalty
+            return value
+
+        return DecayTerms(decays, total=total, other=_sum(others))
 
     def task_loss(self, params: Tree, hparams: Tree, batch: Any, *, train: bool) -> Tensor:
         """The criterion alone (no penalty): with ``train`` in train mode on the transformed, weighted batch

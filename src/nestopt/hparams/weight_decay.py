@@ -104,3 +104,8 @@ class WeightDecay(Family):
         own = self.own(hparams)
         terms = [decay_penalty(own["global" if self.per == "global" else k], params[k]) for k in self.shapes]
         return torch.stack(terms).sum()
+
+    def decay_terms(self, params: Tree, hparams: Tree) -> list[tuple[Tensor, Tensor]]:
+        """The penalty's pairs ``(lam, w)``, whose derivatives a linearization writes out."""
+        own = self.own(hparams)
+        return [(own["global" if self.per == "global" else k], params[k]) for k in self.shapes]
