@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +45,7 @@ __all__ = [
     "detach",
     "dot",
     "flatten",
+    "leaf_norms",
     "map",
     "norm",
     "numel",
@@ -183,8 +184,23 @@ def norm(a: Tree) -> Tensor:
     if not xs:
         raise InvalidArgumentError("norm of an empty tree: a tree needs at least one tensor")
     if _fused(xs):
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(xs)))
+        return torch.linalg.vector_norm(torch.stack(leaf_norms(xs)))
     return torch.sqrt(dot(a, a))
+
+
+def leaf_norms(a: Mapping[str, Tensor] | Sequence[Tensor]) -> list[Tensor]:
+    """The Euclidean norm of each tensor of a tree (or of a list of tensors), as 0-d tensors: one multi-tensor
+    kernel where no autograd graph or functorch transform is involved, one norm per tensor otherwise.
+
+    Example:
+        >>> import torch
+        >>> [float(n) for n in leaf_norms({"a": torch.tensor([3.0, 4.0]), "b": torch.ones(4)})]
+        [5.0, 2.0]
+    """
+    xs = list(a.values()) if isinstance(a, Mapping) else list(a)
+    if _fused(xs) and not any(torch._C._functorch.is_functorch_wrapped_tensor(x) for x in xs):
+        return list(torch._foreach_norm(xs))
+    return [torch.linalg.vector_norm(x) for x in xs]
 
 
 def zeros_like(a: Mapping[str, Tensor]) -> Tree:

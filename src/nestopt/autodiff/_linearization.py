@@ -255,9 +255,7 @@ def _checked_norm_of_sum(pieces: list[list[Tensor]], name: str) -> float:
     with the leaves' norms from one multi-tensor kernel per piece, summed in float64. A piece is finite when its
     leaves' norms are; a norm that overflows is confirmed entry by entry before anything is raised.
     """
-    wrapped = any(torch._C._functorch.is_functorch_wrapped_tensor(t) for piece in pieces for t in piece)
-    leaf_norm = (lambda xs: [torch.linalg.vector_norm(x) for x in xs]) if wrapped else torch._foreach_norm
-    norms = [n.double() for piece in pieces if piece for n in leaf_norm(piece)]
+    norms = [n.double() for piece in pieces if piece for n in tree.leaf_norms(piece)]
     if not norms:
         return 0.0
     leaf_norms = torch.stack(norms)
