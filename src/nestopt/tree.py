@@ -184,7 +184,7 @@ def norm(a: Tree) -> Tensor:
     if not xs:
         raise InvalidArgumentError("norm of an empty tree: a tree needs at least one tensor")
     if _fused(xs):
-        return torch.linalg.vector_norm(torch.stack(leaf_norms(xs)))
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(xs)))
     return torch.sqrt(dot(a, a))
 
 
@@ -198,7 +198,7 @@ def leaf_norms(a: Mapping[str, Tensor] | Sequence[Tensor]) -> list[Tensor]:
         [5.0, 2.0]
     """
     xs = list(a.values()) if isinstance(a, Mapping) else list(a)
-    if _fused(xs) and not any(torch._C._functorch.is_functorch_wrapped_tensor(x) for x in xs):
+    if _fused(xs):
         return list(torch._foreach_norm(xs))
     return [torch.linalg.vector_norm(x) for x in xs]
 

@@ -129,13 +129,11 @@ class BoundDecays:
             else:
                 d = (c * w).mul_(x[i]).reshape(lam.shape)
             if id(lam) in index:
-                got: list[Tensor | None] = [None] * len(hparams)
-                got[index[id(lam)]] = d
+                j = index[id(lam)]
+                out[j] = d if out[j] is None else out[j].add_(d)  # type: ignore[union-attr]
             elif lam.requires_grad:
-                got = raw_vjp([lam], list(hparams), [d], retain_graph=True)
-            else:
-                continue  # a constant coefficient: no hyperparameter behind it
-            out = add_terms(out, got)
+                out = add_terms(out, raw_vjp([lam], list(hparams), [d], retain_graph=True))
+            # else a constant coefficient: no hyperparameter behind it
         return out
 
     def _curvature_list(self) -> list[Tensor]:
