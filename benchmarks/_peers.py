@@ -88,10 +88,11 @@ def nestopt_implicit(p: Any, solver: str, steps: int) -> Callable[[], Tree]:
     return nestopt_solver(p, s)
 
 
-def nestopt_solver(p: Any, solver: linalg.Solver, curvature: str = "hessian") -> Callable[[], Tree]:
+def nestopt_solver(p: Any, solver: linalg.Solver, curvature: str = "hessian", named: bool = True) -> Callable[[], Tree]:
     """nestopt's implicit hypergradient with any solver, on ``p.inner_split`` (the inner loss with its weight
-    decays named, as nestopt's users write it; the peers get the same function as ``p.inner``)."""
-    inner = p.inner_split
+    decays and proximal term named, as nestopt's users write it; the peers get the same function as
+    ``p.inner``), or on ``p.inner`` itself when not ``named``."""
+    inner = p.inner_split if named else p.inner
 
     def run() -> Tree:
         return hypergrad.implicit(inner, p.outer, p.params, p.hparams, p.train, p.val, solver=solver,

@@ -64,8 +64,11 @@ class MLPProblem:
 
     def inner(self, p: Tree, h: Tree, batch: Any) -> Tensor:
         x, y = batch
-        penalty = sum((h[k].exp() * p[k] ** 2).sum() for k in p)
-        value = torch.nn.functional.cross_entropy(functional_call(self.net, p, (x,)), y) + penalty
+        return torch.nn.functional.cross_entropy(functional_call(self.net, p, (x,)), y) + self.penalty(p, h)
+
+    def penalty(self, p: Tree, h: Tree) -> Tensor:
+        """The weight decays and the proximal term."""
+        value = sum((h[k].exp() * p[k] ** 2).sum() for k in p)
         if self.prox:
             value = value + 0.5 * self.prox * sum(((p[k] - self.anchor[k]) ** 2).sum() for k in p)
         return value
@@ -77,13 +80,17 @@ class MLPProblem:
     @property
     def inner_split(self) -> GaussNewtonLoss:
         """``inner`` as nestopt's users write it: the network's outputs, the cross-entropy and the penalties, the
-        weight decays named (``autodiff.DecayTerms``, as ``hparams.Objective`` does), so that nestopt takes their
-        derivatives from their formulas; the same function as ``inner``, which the peers are given."""
+        weight decays and the proximal term named (``autodiff.DecayTerms``, as ``hparams.Objective`` names its
+        decays: the proximal term is a decay towards the anchor with the constant coefficient ``prox / 2``), so
+        that nestopt takes their derivatives from their formulas; the same function as ``inner``, which the peers
+        are given."""
 
         def rest(p: Tree, h: Tree, batch: Any) -> DecayTerms:
-            prox = 0.5 * self.prox * sum(((p[k] - self.anchor[k]) ** 2).sum() for k in p) if self.prox else None
-            total = lambda: sum((h[k].exp() * p[k] ** 2).sum() for k in p) + (0.0 if prox is None else prox)
-            return DecayTerms([(h[k], p[k]) for k in p], total=total, other=prox)
+            decays: list[tuple[Tensor, ...]] = [(h[k], p[k]) for k in p]
+            if self.prox:
+                log_c = next(iter(p.values())).new_tensor(math.log(0.5 * self.prox))
+                decays += [(log_c, p[k], self.anchor[k]) for k in p]
+            return DecayTerms(decays, total=lambda: self.penalty(p, h))
 
         return GaussNewtonLoss(
             outputs=lambda p, h, batch: functional_call(self.net, p, (batch[0],)),

@@ -17,7 +17,9 @@ it fits), for unrolled rows the same unroll in float64 (the exact derivative).
 **Equal accuracy.** A user wants a hypergradient of a given accuracy at the lowest cost, whatever the method:
 for every system and each of its methods the step count is raised until the cosine with the reference reaches
 0.99 (nestopt's methods include CG with a Nystrom preconditioner and the Gauss-Newton curvature), and the
-fastest configuration of each system is timed round-robin against the others.
+fastest configuration of each system is timed round-robin against the others. nestopt is given the inner loss
+as its users write it, with the weight decays and the proximal term named (``MLPProblem.inner_split``: their
+derivatives from their formulas); its row "CG, plain loss" is the same solver on the peers' plain callable.
 
     python benchmarks/hypergrad_speed.py [--quick] [--sizes 30k 300k 3M] [--repeats 5] [--threads 2]
         [--device cuda] [--unrolls 10 50] [--no-equal-accuracy]
@@ -61,8 +63,8 @@ COSINE = 0.99  # the accuracy every system must reach in the equal-accuracy tabl
 EQUAL_SIZES = ("300k", "3M")  # where the equal-accuracy target applies
 
 
-def _nestopt(solver_fn: Any, curvature: str = "hessian") -> Any:
-    return lambda p, k: _peers.nestopt_solver(p, solver_fn(p, k), curvature)
+def _nestopt(solver_fn: Any, curvature: str = "hessian", named: bool = True) -> Any:
+    return lambda p, k: _peers.nestopt_solver(p, solver_fn(p, k), curvature, named)
 
 
 # system -> method -> (builder(problem, steps) -> closure, the step counts tried, in increasing order)
@@ -75,6 +77,8 @@ FAMILIES: dict[str, dict[str, tuple[Any, list[int]]]] = {
             [2, 3, 4, 5, 6, 8, 10],
         ),
         "CG, Gauss-Newton": (_nestopt(lambda p, k: linalg.CG(steps=k, tol=0.0), "gauss-newton"), [3, 4, 5, 6, 8, 10]),
+        # the peers' loss as it is, a plain callable: its penalties' derivatives through autograd
+        "CG, plain loss": (_nestopt(lambda p, k: linalg.CG(steps=k, tol=0.0), named=False), [3, 4, 5, 6, 8, 10, 12]),
     },
     "torchopt": {
         "Neumann": (lambda p, k: _peers.build("torchopt", "neumann", p, k), [10, 20, 40, 80]),

@@ -123,3 +123,76 @@ def test_forward_over_reverse_products_see_the_whole_loss():
     rev = autodiff.linearize(obj.inner_loss, w, h, batch).hvp(v)
     fwd = autodiff.linearize(obj.inner_loss, w, h, batch, mode="fwd-rev").hvp(v)
     _assert_same(fwd, rev, rtol=1e-10)
+
+
+def _centred_problem():
+    """A linear least-squares model with three decays towards centres: ``u`` towards a hyperparameter ``c``
+    with a constant coefficient (iMAML's proximal term), ``w`` towards a constant anchor with a hyperparameter
+    log-coefficient (L2-SP), and ``w`` again towards ``2 m``, a map of the hyperparameters."""
+    g = torch.Generator().manual_seed(9)
+    x, y = torch.randn(11, 5, generator=g, dtype=D), torch.randn(11, generator=g, dtype=D)
+    h = {"c": torch.randn(2, generator=g, dtype=D), "lam": torch.randn(3, generator=g, dtype=D),
+         "m": torch.randn(3, generator=g, dtype=D)}  # fmt: skip
+    anchor, log_prox = torch.randn(3, generator=g, dtype=D), torch.tensor(0.3, dtype=D).log()
+    outputs = lambda p, hh, b: b[0] @ torch.cat([p["u"], p["w"]])
+    head = lambda z, hh, b: 0.5 * ((z - b[1]) ** 2).mean()
+
+    calls = []
+
+    def rest(p, hh, b):
+        decays = [(log_prox, p["u"], hh["c"]), (hh["lam"], p["w"], anchor), (log_prox, p["w"], 2.0 * hh["m"])]
+        total = lambda: calls.append(1) or sum((lam.exp() * (wt - ct) ** 2).sum() for lam, wt, ct in decays)
+        return autodiff.DecayTerms(decays, total=total)
+
+    named = autodiff.GaussNewtonLoss(outputs, head, rest)
+    plain = autodiff.GaussNewtonLoss(outputs, head, lambda p, hh, b: rest(p, hh, b).total())
+    w = {"u": torch.randn(2, generator=g, dtype=D), "w": torch.randn(3, generator=g, dtype=D)}
+    v = {"u": torch.randn(2, generator=g, dtype=D), "w": torch.randn(3, generator=g, dtype=D)}
+    return named, plain, w, h, (x, y), v, anchor, calls
+
+
+@pytest.mark.parametrize("curvature", CURVATURES)
+def test_decays_towards_centres_equal_autograd_and_their_closed_forms(curvature):
+    named, plain, w, h, batch, v, anchor, calls = _centred_problem()
+    ref = autodiff.linearize(plain, w, h, batch, curvature=curvature)
+    calls.clear()
+    lin = autodiff.linearize(named, w, h, batch, curvature=curvature)
+    assert not calls  # the formulas served everything: no graph through the penalty
+    vs = tree.map(lambda t: torch.stack([t, 3.0 * t]), v)
+    assert float(lin.value) == pytest.approx(float(ref.value), rel=1e-13)
+    _assert_same(lin.grad, ref.grad)
+    _assert_same(lin.hvp(v), ref.hvp(v))
+    _assert_same(lin.hvp_batched(vs), ref.hvp_batched(vs))
+    _assert_same(lin.mixed_vjp(v), ref.mixed_vjp(v))
+    # closed forms, with k = 2 * 0.3 the proximal curvature: d/dc (v_u . k (u - c)) = -k v_u;
+    # d/dlam (v_w . 2 e^lam (w - anchor)) = 2 e^lam (w - anchor) v_w; d/dm (v_w . k (w - 2 m)) = -2 k v_w
+    x, k, lam, ww = batch[0], 0.6, h["lam"], w["w"]
+    mixed = lin.mixed_vjp(v)
+    torch.testing.assert_close(mixed["c"], -k * v["u"], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(mixed["lam"], 2.0 * lam.exp() * (ww - anchor) * v["w"], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(mixed["m"], -2.0 * k * v["w"], rtol=1e-12, atol=1e-14)
+    diag = torch.cat([torch.full((2,), k, dtype=D), 2.0 * lam.exp() + k])
+    dense = x.T @ x / 11 + torch.diag(diag)
+    got = torch.cat([lin.hvp(v)["u"], lin.hvp(v)["w"]])
+    torch.testing.assert_close(got, dense @ torch.cat([v["u"], v["w"]]), rtol=1e-12, atol=1e-14)
+    residual = x @ torch.cat([w["u"], w["w"]]) - batch[1]
+    grad_w = x[:, 2:].T @ residual / 11 + 2.0 * lam.exp() * (ww - anchor) + k * (ww - 2.0 * h["m"])
+    torch.testing.assert_close(lin.grad["w"], grad_w, rtol=1e-12, atol=1e-14)
+
+
+def test_a_centre_shaped_unlike_its_weight_falls_back_to_autograd():
+    # a centre that only broadcasts against its weight is outside the formulas' shapes: total() serves
+    x, y = torch.randn(6, 3, dtype=D), torch.randn(6, dtype=D)
+    h, calls = {"c": torch.tensor([0.5], dtype=D)}, []
+
+    def rest(p, hh, b):
+        lam = torch.tensor(0.0, dtype=D)
+        total = lambda: calls.append(1) or (lam.exp() * (p["w"] - hh["c"]) ** 2).sum()
+        return autodiff.DecayTerms([(lam, p["w"], hh["c"])], total=total)
+
+    loss = autodiff.GaussNewtonLoss(lambda p, hh, b: b[0] @ p["w"], lambda z, hh, b: 0.5 * ((z - b[1]) ** 2).mean(),
+                                    rest)  # fmt: skip
+    w, v = {"w": torch.randn(3, dtype=D)}, {"w": torch.randn(3, dtype=D)}
+    lin = autodiff.linearize(loss, w, h, (x, y))
+    assert calls
+    torch.testing.assert_close(lin.mixed_vjp(v)["c"], -2.0 * v["w"].sum().reshape(1), rtol=1e-12, atol=1e-14)

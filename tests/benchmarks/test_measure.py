@@ -164,3 +164,21 @@ def test_the_environment_names_the_cpu_and_its_caches():
     env = environment(torch.get_num_threads())
     assert env["cpu"] == cpu_description()
     assert not env["cpu"] or f"({env['cpu']})" in env_line(env)
+
+
+def test_the_split_inner_loss_nestopt_is_given_is_the_peers_loss():
+    """``MLPProblem.inner_split`` (decays and proximal term named for their formulas) against ``inner`` through
+    autograd, in float64: value, gradient, Hessian products and mixed products."""
+    from nestopt import autodiff
+
+    p = _problems.mlp_problem(6, batch_size=16, pretrain=5, n_train=64, iterations=3).to(torch.float64)
+    p.prox = 0.37  # the proximal term is on whatever the eigenvalue estimate gave
+    g = torch.Generator().manual_seed(4)
+    h = {k: v + torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in p.hparams.items()}
+    v = {k: torch.randn(t.shape, generator=g, dtype=t.dtype) for k, t in p.params.items()}
+    split = autodiff.linearize(p.inner_split, p.params, h, p.train)
+    plain = autodiff.linearize(p.inner, p.params, h, p.train)
+    assert float(split.value) == pytest.approx(float(plain.value), rel=1e-13)
+    for got, want in [(split.grad, plain.grad), (split.hvp(v), plain.hvp(v)), (split.mixed_vjp(v), plain.mixed_vjp(v))]:
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=1e-11, atol=1e-13)

@@ -160,6 +160,27 @@ def test_imaml_meta_gradient_matches_finite_differences_of_the_exact_solution():
     assert abs(ours - fd) <= 1e-6 * max(1.0, abs(fd)), (ours, fd)
 
 
+@pytest.mark.parametrize("bn", [False, True])
+def test_imaml_proximal_term_from_its_formulas_equals_autograd_through_it(bn):
+    """The implicit VJP takes the proximal term's curvature (lam I) and mixed derivative (-lam I) from their
+    formulas; a subclass that redefines the adaptation loss gets it through autograd: the same meta-gradient."""
+    from nestopt.autodiff import GaussNewtonLoss
+
+    class ThroughAutograd(meta.IMAML):
+        def adaptation_loss(self, params, hparams, batch):
+            return super().adaptation_loss(params, hparams, batch)
+
+    tasks = _tasks(2)
+    kw = {"lam": 3.0, "inner_lr": 0.05, "inner_steps": 20, "solver": linalg.CG(steps=6, tol=0.0)}
+    split, plain = meta.IMAML(_mlp(bn=bn), F.mse_loss, **kw), ThroughAutograd(_mlp(bn=bn), F.mse_loss, **kw)
+    assert isinstance(split._implicit_loss(), GaussNewtonLoss) and not isinstance(
+        plain._implicit_loss(), GaussNewtonLoss
+    )
+    got, want = _grads(split, tasks), _grads(plain, tasks)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-11, atol=1e-13)
+
+
 def test_imaml_memory_does_not_grow_with_the_inner_steps_but_maml_does():
     tasks = _tasks(2, shots=20).to(torch.float32)
 

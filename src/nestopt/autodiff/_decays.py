@@ -1,11 +1,13 @@
 """Weight decays with their derivatives written out, for linearizations that would otherwise differentiate the
 penalty's graph.
 
-A weight decay :math:`R = \\sum_k \\sum_j e^{\\lambda_{kj}} w_{kj}^2` has a diagonal Hessian and a mixed derivative
-that is one elementwise product:
+A weight decay towards a centre :math:`c` (zero for a plain decay; the meta-parameters for iMAML's proximal
+term; the pre-trained weights for L2-SP), :math:`R = \\sum_k \\sum_j e^{\\lambda_{kj}} (w_{kj} - c_{kj})^2`, has a
+diagonal Hessian and mixed derivatives that are elementwise products:
 
-.. math::  \\nabla_{w_k} R = 2 e^{\\lambda_k} w_k, \\qquad \\nabla^2_{w_k w_k} R\\, v = 2 e^{\\lambda_k} v,
-           \\qquad \\partial_{\\lambda_k} (x \\cdot \\nabla_w R) = 2 e^{\\lambda_k} w_k x_k.
+.. math::  \\nabla_{w_k} R = 2 e^{\\lambda_k} (w_k - c_k), \\qquad \\nabla^2_{w_k w_k} R\\, v = 2 e^{\\lambda_k} v,
+           \\qquad \\partial_{\\lambda_k} (x \\cdot \\nabla_w R) = 2 e^{\\lambda_k} (w_k - c_k)\\, x_k,
+           \\qquad \\partial_{c_k} (x \\cdot \\nabla_w R) = -2 e^{\\lambda_k} x_k.
 
 Differentiated by autograd, every curvature product and every mixed term is a backward pass through the
 penalty's graph: per weight tensor, an autograd function's call and its bookkeeping, several times what the
@@ -25,11 +27,13 @@ from nestopt.autodiff._core import raw_vjp
 
 __all__ = ["BoundDecays", "DecayTerms", "Rest", "add_terms"]
 
+_Bound = tuple[int, Tensor, "Tensor | None"]  # a decay bound to a linearization: (weight's index, lam, centre)
+
 
 class DecayTerms:
     """The weight decays of a loss's rest (the terms outside the criterion), named so that a linearization can
     write out their derivatives (:mod:`nestopt.autodiff._decays`): :math:`R = \\sum_k \\sum_j e^{\\lambda_{kj}}
-    w_{kj}^2 + R_{\\text{other}}`.
+    (w_{kj} - c_{kj})^2 + R_{\\text{other}}`, with centres :math:`c` zero unless given.
 
     A loss's ``gauss_newton_parts`` may return one as its rest (the losses of :class:`nestopt.hparams.Objective`
     with a :class:`~nestopt.hparams.WeightDecay` do). The formulas apply when every weight is one of the
@@ -38,7 +42,9 @@ class DecayTerms:
 
     Args:
         decays: pairs ``(lam, w)`` of a log-coefficient tensor (one element, or one per entry of ``w``) and a
-            weight.
+            weight, or triples ``(lam, w, centre)`` with a centre shaped like ``w``: a constant, a hyperparameter
+            (iMAML's meta-parameters) or a tensor computed from the hyperparameters. A coefficient that is no
+            hyperparameter (a fixed proximal strength) is a constant ``lam``.
         total: ``() -> tensor``, the whole rest (decays and other terms) as one differentiable scalar.
         other: the rest's terms other than the decays, a differentiable scalar, or ``None``.
 
@@ -58,18 +64,25 @@ class DecayTerms:
     """
 
     def __init__(
-        self, decays: Sequence[tuple[Tensor, Tensor]], *, total: Callable[[], Tensor], other: Tensor | None = None
+        self,
+        decays: Sequence[tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]],
+        *,
+        total: Callable[[], Tensor],
+        other: Tensor | None = None,
     ) -> None:
-        self.decays, self.total, self.other = list(decays), total, other
+        self.decays = [(d[0], d[1], d[2] if len(d) > 2 else None) for d in decays]
+        self.total, self.other = total, other
 
-    def bind(self, w: Sequence[Tensor]) -> list[tuple[int, Tensor]] | None:
-        """The pairs as ``(index of the weight in w, lam)``, or ``None`` when the formulas do not apply."""
+    def bind(self, w: Sequence[Tensor]) -> list[_Bound] | None:
+        """The decays as ``(index of the weight in w, lam, centre)``, or ``None`` when the formulas do not apply."""
         index = {id(t): i for i, t in enumerate(w)}
         bound = []
-        for lam, weight in self.decays:
+        for lam, weight, centre in self.decays:
             if id(weight) not in index or _wrapped(lam) or _wrapped(weight) or lam.numel() not in (1, weight.numel()):
                 return None
-            bound.append((index[id(weight)], lam))
+            if centre is not None and (_wrapped(centre) or centre.shape != weight.shape):
+                return None
+            bound.append((index[id(weight)], lam, centre))
         return bound
 
 
@@ -81,11 +94,14 @@ class BoundDecays:
     """Weight decays bound to the weights ``w`` of a linearization: their value, gradient, curvature products
     and mixed products from the formulas, with no graph. The curvatures :math:`2 e^\\lambda` are computed by the
     first product and kept for the others and the mixed term (one weight-sized buffer for per-entry
-    coefficients, not alive while a caller computes its right-hand side after the linearization)."""
+    coefficients, not alive while a caller computes its right-hand side after the linearization); several
+    decays of one weight (a weight decay and a proximal term) are kept as the sum of their curvatures, so that a
+    product is one fused multiply-add per weight."""
 
-    def __init__(self, pairs: list[tuple[int, Tensor]], w: Sequence[Tensor]) -> None:
+    def __init__(self, pairs: list[_Bound], w: Sequence[Tensor]) -> None:
         self.pairs, self.w = pairs, [t.detach() for t in w]
-        self._curvatures: list[Tensor] | None = None
+        self._decays_of = {i: sum(j == i for j, _, _ in pairs) for i, _, _ in pairs}  # weight -> how many decays
+        self._curvatures: dict[int, Tensor] | None = None  # weight -> the sum of its decays' curvatures
 
     @classmethod
     def split(cls, rest: Rest, w: Sequence[Tensor]) -> tuple[Tensor | None, BoundDecays | None]:
@@ -98,12 +114,12 @@ class BoundDecays:
         return rest.other, cls(pairs, w)
 
     def value_and_gradient(self) -> tuple[Tensor, list[Tensor]]:
-        """:math:`\\sum e^\\lambda w^2` and the gradient :math:`2 e^\\lambda w`, one tensor per weight (zeros where
-        no decay applies)."""
+        """:math:`\\sum e^\\lambda (w - c)^2` and the gradient :math:`2 e^\\lambda (w - c)`, one tensor per weight
+        (zeros where no decay applies)."""
         value = self.w[0].new_zeros(())
         grad: list[Tensor | None] = [None] * len(self.w)
-        for i, lam in self.pairs:
-            w = self.w[i]
+        for i, lam, centre in self.pairs:
+            w = _offset(self.w[i], centre)
             cw = _curvature(lam, w).mul_(w) if lam.numel() > 1 else _curvature(lam, w) * w
             value = value + 0.5 * torch.dot(cw.reshape(-1), w.reshape(-1))
             g = grad[i]
@@ -112,33 +128,39 @@ class BoundDecays:
 
     def add_product(self, out: list[Tensor], v: Sequence[Tensor]) -> list[Tensor]:
         """``out += 2 e^lam v`` in place for each decay (``v`` and ``out`` may carry a leading batch dimension)."""
-        for (i, _), c in zip(self.pairs, self._curvature_list()):
+        for i, c in self._summed_curvatures().items():
             out[i].addcmul_(v[i], c)
         return out
 
     def mixed(self, x: Sequence[Tensor], hparams: Sequence[Tensor]) -> list[Tensor | None]:
-        """:math:`\\partial_\\lambda (x \\cdot 2 e^\\lambda w)` for each of ``hparams``: :math:`2 e^\\lambda w x` on each
-        decay (summed over the entries of a single log-coefficient), carried through any map that made ``lam``
-        from them (``None`` where no decay reaches a hyperparameter)."""
+        """:math:`\\partial_h (x \\cdot 2 e^\\lambda (w - c))` for each of ``hparams`` ``h``: :math:`2 e^\\lambda (w - c)
+        x` in the log-coefficient (summed over its entries when it is a single one) and :math:`-2 e^\\lambda x` in
+        the centre, carried through any map that made ``lam`` or the centre from the hyperparameters (``None``
+        where no decay reaches a hyperparameter)."""
         index = {id(t): j for j, t in enumerate(hparams)}
         out: list[Tensor | None] = [None] * len(hparams)
-        for (i, lam), c in zip(self.pairs, self._curvature_list()):
-            w = self.w[i]
-            if lam.numel() == 1:
-                d = (c * torch.dot(w.reshape(-1), x[i].reshape(-1))).reshape(lam.shape)
-            else:
-                d = (c * w).mul_(x[i]).reshape(lam.shape)
-            if id(lam) in index:
-                j = index[id(lam)]
-                out[j] = d if out[j] is None else out[j].add_(d)  # type: ignore[union-attr]
-            elif lam.requires_grad:
-                out = add_terms(out, raw_vjp([lam], list(hparams), [d], retain_graph=True))
-            # else a constant coefficient: no hyperparameter behind it
+        summed = self._summed_curvatures()
+        for i, lam, centre in self.pairs:
+            c = summed[i] if self._decays_of[i] == 1 else _curvature(lam, self.w[i])
+            if _depends(lam, index):
+                w = _offset(self.w[i], centre)
+                if lam.numel() == 1:
+                    d = (c * torch.dot(w.reshape(-1), x[i].reshape(-1))).reshape(lam.shape)
+                else:
+                    d = (c * w).mul_(x[i]).reshape(lam.shape)
+                out = _add_into(out, lam, d, index, hparams)
+            if centre is not None and _depends(centre, index):
+                out = _add_into(out, centre, (c * x[i]).neg_(), index, hparams)
         return out
 
-    def _curvature_list(self) -> list[Tensor]:
+    def _summed_curvatures(self) -> dict[int, Tensor]:
         if self._curvatures is None:
-            self._curvatures = [_curvature(lam, self.w[i]) for i, lam in self.pairs]
+            self._curvatures = {}
+            for i, lam, _ in self.pairs:
+                c, kept = _curvature(lam, self.w[i]), self._curvatures.get(i)
+                if kept is not None:  # into whichever is weight-sized (a scalar one broadcasts)
+                    c = kept.add_(c) if kept.numel() >= c.numel() else c.add_(kept)
+                self._curvatures[i] = c
         return self._curvatures
 
 
@@ -153,6 +175,28 @@ def add_terms(total: list[Tensor | None], term: Sequence[Tensor | None]) -> list
 def _wrapped(t: Tensor) -> bool:
     f = torch._C._functorch
     return f.is_functorch_wrapped_tensor(t) or f.is_legacy_batchedtensor(t)
+
+
+def _depends(t: Tensor, index: dict[int, int]) -> bool:
+    """Whether ``t`` is one of the hyperparameters (``index``: their ids) or computed from tensors with grad."""
+    return id(t) in index or t.requires_grad
+
+
+def _add_into(
+    out: list[Tensor | None], target: Tensor, d: Tensor, index: dict[int, int], hparams: Sequence[Tensor]
+) -> list[Tensor | None]:
+    """``out`` plus the cotangent ``d`` of ``target``: in place when ``target`` is a hyperparameter, else carried
+    to the hyperparameters through the map that made it."""
+    if id(target) in index:
+        j = index[id(target)]
+        out[j] = d if out[j] is None else out[j].add_(d)  # type: ignore[union-attr]
+        return out
+    return add_terms(out, raw_vjp([target], list(hparams), [d], retain_graph=True))
+
+
+def _offset(w: Tensor, centre: Tensor | None) -> Tensor:
+    """:math:`w - c` (``w`` itself without a centre)."""
+    return w if centre is None else w - centre.detach()
 
 
 def _curvature(lam: Tensor, like: Tensor) -> Tensor:

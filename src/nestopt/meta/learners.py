@@ -35,6 +35,7 @@ and the module's running statistics never change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ from torch import Tensor
 
 from nestopt import _rng, tree
 from nestopt._validate import nonnegative, positive_int
+from nestopt.autodiff import DecayTerms, GaussNewtonLoss
 from nestopt.errors import InvalidArgumentError
 from nestopt.hypergrad import implicit_solution, unrolled_solution
 from nestopt.linalg import CG, Solver
@@ -106,10 +108,13 @@ class MetaLearner:
 
     def task_loss(self, params: Tree, hparams: Tree, batch: Any) -> Tensor:
         """The criterion of the model at ``params`` on ``batch = (x, y)`` (train mode, copied buffers)."""
-        x, y = batch
+        return self.criterion(self._outputs(params, batch), batch[1])
+
+    def _outputs(self, params: Tree, batch: Any) -> Tensor:
+        """The model's outputs at ``params`` on the inputs of ``batch = (x, y)`` (train mode, copied buffers)."""
         if self._buffers:  # bind() checks the keys; these are the model's own, so build the view directly
             params = {**params, **tree.clone(self._buffers)}
-        return self.criterion(BoundModule(self.model, params, True)(x), y)
+        return BoundModule(self.model, params, True)(batch[0])
 
     def adaptation_loss(self, params: Tree, hparams: Tree, batch: Any) -> Tensor:
         """The loss the adaptation minimizes (``hparams`` holds the meta-parameters :math:`\\theta`)."""
@@ -265,13 +270,31 @@ class IMAML(MetaLearner):
 
     def adaptation_loss(self, params: Tree, hparams: Tree, batch: Any) -> Tensor:
         """:math:`L_s(\\phi) + \\tfrac{\\lambda}{2}\\|\\phi - \\theta\\|^2` with ``hparams`` = :math:`\\theta`."""
-        prox = torch.stack([((params[k] - hparams[k]) ** 2).sum() for k in params]).sum()
-        return self.task_loss(params, hparams, batch) + 0.5 * self.lam * prox
+        return self.task_loss(params, hparams, batch) + self._proximal_terms(params, hparams, batch).total()
+
+    def _proximal_terms(self, params: Tree, hparams: Tree, batch: Any) -> DecayTerms:
+        """The proximal term as decays towards :math:`\\theta` with the constant coefficient :math:`\\lambda / 2`,
+        whose Hessian :math:`\\lambda I` and mixed derivative :math:`-\\lambda I` a linearization writes out."""
+        log_coefficient = next(iter(params.values())).new_tensor(math.log(0.5 * self.lam))
+        total = lambda: 0.5 * self.lam * torch.stack([((params[k] - hparams[k]) ** 2).sum() for k in params]).sum()
+        return DecayTerms([(log_coefficient, params[k], hparams[k]) for k in params], total=total)
+
+    def _implicit_loss(self) -> Any:
+        """The adaptation loss the implicit VJP linearizes: split into the model's outputs, the criterion and the
+        proximal term (so that its curvature and mixed products take no pass through the term's graph), unless
+        a subclass redefines the task or adaptation loss."""
+        own = type(self).task_loss is IMAML.task_loss and type(self).adaptation_loss is IMAML.adaptation_loss
+        if not own:
+            return self.adaptation_loss
+        return GaussNewtonLoss(
+            outputs=lambda p, h, b: self._outputs(p, b), head=lambda z, h, b: self.criterion(z, b[1]),
+            rest=self._proximal_terms,
+        )  # fmt: skip
 
     def _query_loss(self, task: Task, seed: int) -> Tensor:
         theta = self.parameters()
         adapted = self._adapt(task.support, tree.detach(theta), self.inner_steps, False, seed)
-        solution = implicit_solution(self.adaptation_loss, adapted, theta, task.support, solver=self.solver, seed=seed)
+        solution = implicit_solution(self._implicit_loss(), adapted, theta, task.support, solver=self.solver, seed=seed)
         return self.task_loss(solution, {}, task.query)
 
     def __repr__(self) -> str:
