@@ -18,6 +18,7 @@ instead (:class:`BoundDecays`), for the exact Hessian (``mode="rev-rev"``) and t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import torch
@@ -100,7 +101,7 @@ class BoundDecays:
 
     def __init__(self, pairs: list[_Bound], w: Sequence[Tensor]) -> None:
         self.pairs, self.w = pairs, [t.detach() for t in w]
-        self._decays_of = {i: sum(j == i for j, _, _ in pairs) for i, _, _ in pairs}  # weight -> how many decays
+        self._decays_of = Counter(i for i, _, _ in pairs)  # weight -> how many decays it has
         self._curvatures: dict[int, Tensor] | None = None  # weight -> the sum of its decays' curvatures
 
     @classmethod

@@ -263,6 +263,7 @@ class IMAML(MetaLearner):
         )
         self.lam = nonnegative("lam", lam, positive=True)
         self.solver = CG(steps=5) if solver is None else solver
+        self._split_loss: Any = None  # built by the first meta-gradient (_implicit_loss)
         if not isinstance(self.solver, Solver):
             raise InvalidArgumentError(
                 f"solver must be a nestopt.linalg solver such as linalg.CG(steps=5), got {solver!r}"
@@ -283,13 +284,13 @@ class IMAML(MetaLearner):
         """The adaptation loss the implicit VJP linearizes: split into the model's outputs, the criterion and the
         proximal term (so that its curvature and mixed products take no pass through the term's graph), unless
         a subclass redefines the task or adaptation loss."""
-        own = type(self).task_loss is IMAML.task_loss and type(self).adaptation_loss is IMAML.adaptation_loss
-        if not own:
-            return self.adaptation_loss
-        return GaussNewtonLoss(
-            outputs=lambda p, h, b: self._outputs(p, b), head=lambda z, h, b: self.criterion(z, b[1]),
-            rest=self._proximal_terms,
-        )  # fmt: skip
+        if self._split_loss is None:
+            own = type(self).task_loss is IMAML.task_loss and type(self).adaptation_loss is IMAML.adaptation_loss
+            self._split_loss = self.adaptation_loss if not own else GaussNewtonLoss(
+                outputs=lambda p, h, b: self._outputs(p, b), head=lambda z, h, b: self.criterion(z, b[1]),
+                rest=self._proximal_terms,
+            )  # fmt: skip
+        return self._split_loss
 
     def _query_loss(self, task: Task, seed: int) -> Tensor:
         theta = self.parameters()
