@@ -60,7 +60,7 @@ class GaussNewtonLoss:
         self,
         outputs: Callable[[Tree, Tree, Any], Tensor],
         head: Callable[[Tensor, Tree, Any], Tensor],
-        rest: Callable[[Tree, Tree, Any], Tensor] | None = None,
+        rest: Callable[[Tree, Tree, Any], Tensor | DecayTerms] | None = None,
     ) -> None:
         self.outputs, self.head, self.rest = outputs, head, rest
 
